@@ -1,0 +1,70 @@
+"""timm Vision Transformer backbones, built by name with size overrides."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import timm
+from timm.models.vision_transformer import VisionTransformer
+
+
+@dataclass
+class BackboneConfig:
+    """A timm ViT by name plus the overrides a small-image setting needs.
+
+    ``None`` keeps the value of the named architecture (e.g. ``vit_tiny_patch16_224``
+    is 12 blocks x 192 dims x 3 heads). On Fashion-MNIST we use 32px images and patch 4.
+    """
+
+    arch: str = "vit_tiny_patch16_224"
+    img_size: int = 32
+    patch_size: int = 4
+    depth: int | None = 6
+    embed_dim: int | None = None
+    num_heads: int | None = None
+    mlp_ratio: float | None = None
+    drop_path_rate: float = 0.0
+
+    def timm_kwargs(self) -> dict:
+        """Keyword arguments for ``timm.create_model`` (only the ones that are set)."""
+        kw = {k: v for k, v in asdict(self).items() if k != "arch" and v is not None}
+        return kw
+
+    def build(self) -> VisionTransformer:
+        """Create the (randomly initialised) backbone."""
+        return create_vit(self.arch, **self.timm_kwargs())
+
+
+def create_vit(arch: str = "vit_tiny_patch16_224", **overrides) -> VisionTransformer:
+    """Create a randomly initialised timm ``VisionTransformer`` without a classifier head.
+
+    ``overrides`` go to ``timm.create_model`` (``img_size``, ``patch_size``, ``depth``,
+    ``embed_dim``, ``num_heads``, ``drop_path_rate``, ...). LayerNorm eps is timm's 1e-6,
+    as in MAE and MoCo v3.
+    """
+    overrides.setdefault("num_classes", 0)
+    # dynamic_img_size off: position tables are fixed-size, as in the official checkpoints.
+    model = timm.create_model(arch, pretrained=False, **overrides)
+    if not isinstance(model, VisionTransformer):
+        raise ValueError(f"arch {arch!r} is not a timm VisionTransformer")
+    return model
+
+
+def describe(model: VisionTransformer) -> dict:
+    """The shape facts of a ViT that a checkpoint or export records."""
+    return {
+        "img_size": int(model.patch_embed.img_size[0]),
+        "patch_size": int(model.patch_embed.patch_size[0]),
+        "embed_dim": int(model.embed_dim),
+        "depth": len(model.blocks),
+        "num_heads": int(model.blocks[0].attn.num_heads),
+        "mlp_ratio": float(model.blocks[0].mlp.fc1.out_features / model.embed_dim),
+        "in_chans": int(model.patch_embed.proj.in_channels),
+        "num_prefix_tokens": int(model.num_prefix_tokens),
+        "global_pool": model.global_pool,
+    }
+
+
+def grid_size(model: VisionTransformer) -> tuple[int, int]:
+    """Patch grid (rows, cols) of a ViT."""
+    return tuple(int(g) for g in model.patch_embed.grid_size)
