@@ -1,7 +1,23 @@
 """moma: self-supervised distillation from self-supervised teachers (MOMA, arXiv 2302.02089)."""
 
-from moma.models.checkpoint import load_backbone
-from moma.models.vit import BackboneConfig, create_vit
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["BackboneConfig", "create_vit", "load_backbone", "__version__"]
+__all__ = ["BackboneConfig", "create_vit", "load_backbone", "export_backbone", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `import moma` stays cheap (the CLI's --help should not import torch twice over).
+    if name in ("BackboneConfig", "create_vit"):
+        from moma.models import vit
+
+        return getattr(vit, name)
+    if name == "load_backbone":
+        from moma.models.checkpoint import load_backbone
+
+        return load_backbone
+    if name == "export_backbone":
+        from moma.models.export import export_backbone
+
+        return export_backbone
+    raise AttributeError(f"module 'moma' has no attribute {name!r}")
