@@ -1,0 +1,1 @@
+"""The ``moma`` command line."""

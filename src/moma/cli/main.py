@@ -1,0 +1,184 @@
+"""``moma``: one console script, subcommands built from the config dataclasses.
+
+Every subcommand takes ``--config file.yaml`` plus dotted overrides
+(``--optim.base_lr 1e-3``) and ``--print-config`` prints the resolved config and exits.
+The Python API takes the same config objects: ``run_fn(ConfigClass(...))``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from moma.errors import MomaError
+
+# subcommand path -> (module, config class, run function, help)
+COMMANDS: dict[tuple[str, ...], tuple[str, str, str, str]] = {
+    ("pretrain", "mae"): (
+        "moma.methods.mae",
+        "MAERunConfig",
+        "run_mae",
+        "pre-train an MAE teacher",
+    ),
+    ("pretrain", "mocov3"): (
+        "moma.methods.mocov3",
+        "MoCoV3RunConfig",
+        "run_mocov3",
+        "pre-train a MoCo v3 teacher",
+    ),
+    ("distill",): ("moma.methods.moma", "MomaRunConfig", "run_moma", "MOMA distillation"),
+    ("eval", "knn"): (
+        "moma.eval.run",
+        "KnnRunConfig",
+        "run_knn",
+        "weighted kNN on frozen features",
+    ),
+    ("eval", "linear"): ("moma.eval.run", "LinearRunConfig", "run_linear", "linear probe"),
+    ("eval", "finetune"): (
+        "moma.eval.run",
+        "FinetuneRunConfig",
+        "run_finetune",
+        "full fine-tuning",
+    ),
+    ("export",): (
+        "moma.cli.export",
+        "ExportConfig",
+        "run_export",
+        "write a timm-loadable backbone",
+    ),
+    ("report",): ("moma.report.run", "ReportConfig", "run_report", "table + plots from results"),
+    ("quickstart",): (
+        "moma.quickstart",
+        "QuickstartConfig",
+        "run_quickstart",
+        "the whole comparison",
+    ),
+    ("bench",): ("moma.bench.run", "BenchConfig", "run_bench", "throughput and FLOP/s benchmark"),
+}
+
+
+def _resolve(path: tuple[str, ...]) -> tuple[type, Callable[[Any], Any]]:
+    mod_name, cfg_name, fn_name, _ = COMMANDS[path]
+    mod = importlib.import_module(mod_name)
+    return getattr(mod, cfg_name), getattr(mod, fn_name)
+
+
+def command_parser(cfg_cls: type, prog: str, description: str):
+    """A jsonargparse parser for one config dataclass (``--config``, dotted overrides)."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML config file")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config as YAML and exit"
+    )
+    parser.add_class_arguments(cfg_cls, as_group=False)
+    return parser
+
+
+def build_parser():
+    """The top-level parser with all subcommands."""
+    from jsonargparse import ArgumentParser
+
+    root = ArgumentParser(
+        prog="moma",
+        description="MOMA: distil MoCo v3 and MAE teachers into a masked student ViT.",
+        exit_on_error=False,
+    )
+    root.add_argument("--version", action="version", version=_version())
+    root.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subs = root.add_subcommands(dest="command", required=True)
+    groups: dict[str, Any] = {}
+    for path, (_, _, _, help_) in COMMANDS.items():
+        cfg_cls, _ = _resolve(path)
+        prog = "moma " + " ".join(path)
+        parser = command_parser(cfg_cls, prog, help_)
+        if len(path) == 1:
+            subs.add_subcommand(path[0], parser, help=help_)
+            continue
+        if path[0] not in groups:
+            group = ArgumentParser(prog=f"moma {path[0]}", exit_on_error=False)
+            groups[path[0]] = (group, group.add_subcommands(dest="command", required=True))
+            subs.add_subcommand(path[0], group, help=f"{path[0]} subcommands")
+        groups[path[0]][1].add_subcommand(path[1], parser, help=help_)
+    return root
+
+
+def _version() -> str:
+    from moma import __version__
+
+    return f"moma {__version__}"
+
+
+def _selected(ns) -> tuple[tuple[str, ...], Any]:
+    path: list[str] = []
+    node = ns
+    while "command" in node and node.command is not None:
+        path.append(node.command)
+        node = node[node.command]
+    return tuple(path), node
+
+
+def to_config(cfg_cls: type, parser, sub_ns) -> Any:
+    """Turn a parsed namespace into the config dataclass the Python API takes."""
+    ns = parser.instantiate(sub_ns) if hasattr(parser, "instantiate") else sub_ns
+    fields = {f.name for f in dataclasses.fields(cfg_cls)}
+    return cfg_cls(**{k: v for k, v in vars(ns).items() if k in fields})
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """A config dataclass as plain data (what checkpoints and ``config.yaml`` store)."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_plain(v) for v in x]
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    return x
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``moma`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=logging.DEBUG if ("-v" in argv or "--verbose" in argv) else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        parser = build_parser()
+        try:
+            ns = parser.parse_args(argv)
+        except Exception as e:  # jsonargparse.ArgumentError: unknown key, bad type ...
+            msg = str(e).strip().splitlines()
+            raise MomaError(msg[0] if msg else "invalid arguments") from None
+        path, sub_ns = _selected(ns)
+        cfg_cls, run = _resolve(path)
+        sub_parser = command_parser(cfg_cls, "moma " + " ".join(path), "")
+        if sub_ns.get("print_config"):
+            clean = sub_ns.clone()
+            for k in ("config", "print_config"):
+                clean.pop(k, None)
+            sys.stdout.write(sub_parser.dump(clean, skip_validation=True))
+            return 0
+        cfg = to_config(cfg_cls, sub_parser, sub_ns)
+        run(cfg)
+        return 0
+    except MomaError as e:
+        sys.stderr.write(f"moma: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("moma: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

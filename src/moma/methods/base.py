@@ -1,0 +1,101 @@
+"""The base LightningModule of every method: one hook to implement, shared optimisation."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+
+from moma.errors import TrainingError
+from moma.methods.optim import OptimConfig, build_optimizer, build_param_groups
+
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+class SSLMethod(L.LightningModule):
+    """Base class. Subclasses implement :meth:`shared_step` and :meth:`export_backbone`.
+
+    ``name`` identifies the method in checkpoints (``"mae"``, ``"mocov3"``, ``"moma"``);
+    ``backbone_cfg`` (a dict of :class:`~moma.models.vit.BackboneConfig` fields) is recorded
+    so that :func:`moma.load_backbone` can rebuild the exported backbone.
+    """
+
+    name: str = "ssl"
+    backbone_prefix: str = "encoder."  # where the exported backbone lives in state_dict
+
+    def __init__(self, optim: OptimConfig, backbone_cfg: dict) -> None:
+        super().__init__()
+        self.optim_cfg = optim
+        self.backbone_cfg = dict(backbone_cfg)
+        self.run_config: dict = {}  # the resolved config, stored in every checkpoint
+
+    # --- the hooks -------------------------------------------------------------------
+    def shared_step(self, batch) -> dict[str, Tensor]:
+        """Compute the loss of one batch: returns ``{"loss": ..., **other scalars to log}``."""
+        raise NotImplementedError
+
+    def export_backbone(self) -> VisionTransformer:
+        """The backbone that ``moma export`` writes."""
+        raise NotImplementedError
+
+    def trainable_modules(self) -> list[nn.Module]:
+        """Modules whose parameters the optimiser updates (default: all children)."""
+        return [self]
+
+    def after_optimizer_step(self) -> None:
+        """Called after each optimiser step (MoCo v3's momentum update lives here)."""
+
+    def check_resume(self, checkpoint: dict) -> None:
+        """Refuse to resume from ``checkpoint`` if it belongs to another run (raise CheckpointError)."""
+
+    # --- Lightning ---------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        out = self.shared_step(batch)
+        n = _batch_len(batch)
+        self.log("train/loss", out["loss"], prog_bar=True, batch_size=n)
+        for k, v in out.items():
+            if k != "loss":
+                self.log(f"train/{k}", v, batch_size=n)
+        sched = self.lr_schedulers()
+        if sched is not None:
+            self.log("train/lr", sched.get_last_lr()[0], batch_size=n)
+        return out["loss"]
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.after_optimizer_step()
+
+    def global_batch_size(self) -> int:
+        """Images per optimiser step over all processes (sets the lr by the scaling rule)."""
+        dm = self.trainer.datamodule
+        per_device = getattr(dm, "batch_size", None)
+        if per_device is None:
+            raise TrainingError("the datamodule must expose batch_size")
+        return per_device * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
+    def configure_optimizers(self):
+        groups = build_param_groups(self.trainable_modules(), self.optim_cfg.weight_decay)
+        total = int(self.trainer.estimated_stepping_batches)
+        opt, sched = build_optimizer(groups, self.optim_cfg, self.global_batch_size(), total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["moma"] = {
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "method": self.name,
+            "backbone": self.backbone_cfg,
+            "backbone_prefix": self.backbone_prefix,
+            "config": self.run_config,
+            **self.extra_checkpoint_meta(),
+        }
+
+    def extra_checkpoint_meta(self) -> dict:
+        """Method-specific entries of the checkpoint's ``moma`` record (e.g. teacher hashes)."""
+        return {}
+
+
+def _batch_len(batch) -> int:
+    x = batch[0]
+    if isinstance(x, list | tuple):
+        x = x[0]
+    return int(x.shape[0]) if torch.is_tensor(x) else 1

@@ -1,0 +1,62 @@
+"""Atomic file writes: temp file in the same folder, fsync, rename over the target."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from moma.errors import CheckpointError
+
+
+def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
+    """Call ``write(file_object)`` on a temp file, fsync it, then rename it to ``path``.
+
+    A reader never sees a half-written file and the previous file stays intact until the
+    new one is complete. On failure (disk full included) the temp file is removed and a
+    :class:`CheckpointError` names the target.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        why = "disk full" if e.errno == errno.ENOSPC else e.strerror or str(e)
+        raise CheckpointError(f"could not write {path}: {why}; the previous file is intact") from e
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Make the rename itself durable (POSIX); harmless where unsupported.
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O whose saves are atomic (Lightning writes in place)."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        atomic_write(path, lambda f: torch.save(checkpoint, f))

@@ -1,0 +1,168 @@
+"""Run a method with Lightning: the one place that builds a Trainer."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+
+from moma.errors import CheckpointError
+from moma.methods.base import CHECKPOINT_FORMAT_VERSION, SSLMethod
+from moma.train.atomic import AtomicCheckpointIO, atomic_write
+from moma.train.config import TrainerConfig
+from moma.train.guards import RunGuard
+from moma.train.lock import RunLock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """Where a finished run put its outputs."""
+
+    out_dir: Path
+    checkpoint: Path
+    export: Path | None
+    global_step: int
+    interrupted: bool
+
+
+def last_checkpoint(out_dir: str | Path) -> Path:
+    """The path a run's newest complete checkpoint lives at."""
+    return Path(out_dir) / "checkpoints" / "last.ckpt"
+
+
+def _resume_path(cfg: TrainerConfig) -> Path | None:
+    if cfg.resume == "never":
+        return None
+    if cfg.resume == "auto":
+        p = last_checkpoint(cfg.out_dir)
+        return p if p.exists() else None
+    p = Path(cfg.resume)
+    if not p.exists():
+        raise CheckpointError(f"--trainer.resume {p}: no such checkpoint")
+    return p
+
+
+def read_run_checkpoint(path: Path, method: str | None = None) -> dict:
+    """Load and validate a moma training checkpoint safely (``weights_only=True``)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, bad pickle opcode, unsafe global ...
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(e).__name__}); it may be truncated "
+            "or corrupt: delete it to start over"
+        ) from None
+    meta = ckpt.get("moma") if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is not a moma training checkpoint (no 'moma' record)")
+    if meta.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {meta.get('format_version')}, this moma reads "
+            f"{CHECKPOINT_FORMAT_VERSION}"
+        )
+    if method is not None and meta.get("method") != method:
+        raise CheckpointError(
+            f"{path} is a checkpoint of method {meta.get('method')!r}, not {method!r}"
+        )
+    return ckpt
+
+
+def build_trainer(cfg: TrainerConfig, guard: RunGuard, out_dir: Path) -> L.Trainer:
+    """The Lightning Trainer for a moma run."""
+    # One CSV per attempt (logs/version_N/metrics.csv): Lightning's CSV logger would
+    # otherwise overwrite the metrics of the interrupted attempt on resume.
+    loggers = [CSVLogger(save_dir=str(out_dir), name="logs")]
+    try:
+        import tensorboard  # noqa: F401
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(save_dir=str(out_dir), name="tb"))
+    except ImportError:
+        pass
+    callbacks: list[L.Callback] = [guard]
+    if cfg.progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 25))
+    return L.Trainer(
+        default_root_dir=str(out_dir),
+        max_epochs=cfg.max_epochs if cfg.max_steps <= 0 else -1,
+        max_steps=cfg.max_steps,
+        precision=cfg.precision,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
+        num_nodes=cfg.num_nodes,
+        accumulate_grad_batches=cfg.accumulate_grad_batches,
+        gradient_clip_val=cfg.gradient_clip_val,
+        log_every_n_steps=cfg.log_every_n_steps,
+        deterministic=cfg.deterministic,
+        enable_checkpointing=False,  # RunGuard writes checkpoints (atomically)
+        enable_progress_bar=cfg.progress_bar,
+        enable_model_summary=False,
+        logger=loggers,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        num_sanity_val_steps=0,
+    )
+
+
+def fit(
+    module: SSLMethod,
+    datamodule: L.LightningDataModule,
+    cfg: TrainerConfig,
+    config: dict | None = None,
+) -> RunResult:
+    """Train ``module`` on ``datamodule``; resumable, checkpointed, exported at the end.
+
+    Writes into ``cfg.out_dir``: ``config.yaml`` (resolved config), ``metrics.csv``,
+    ``checkpoints/last.ckpt`` (atomic, every ``ckpt_every_n_steps`` and at the end) and the
+    export ``backbone.safetensors`` + ``backbone.json``. Re-running the same command resumes.
+    """
+    out_dir = Path(cfg.out_dir)
+    rank0 = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    lock = RunLock(out_dir)
+    if rank0:  # DDP children re-run this command: only the launching process locks
+        lock.acquire()
+    try:
+        ckpt_path = _resume_path(cfg)
+        if ckpt_path is not None:
+            ckpt = read_run_checkpoint(ckpt_path, module.name)
+            module.check_resume(ckpt)
+            log.info("resuming from %s (step %s)", ckpt_path, ckpt.get("global_step"))
+            del ckpt
+        module.run_config = config or {}
+        if rank0 and config is not None:
+            text = yaml.safe_dump(config, sort_keys=False)
+            atomic_write(out_dir / "config.yaml", lambda f: f.write(text.encode()))
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        guard = RunGuard(last_checkpoint(out_dir), cfg.ckpt_every_n_steps)
+        trainer = build_trainer(cfg, guard, out_dir)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except RuntimeError as e:
+            if ckpt_path is not None and "state_dict" in str(e):
+                raise CheckpointError(
+                    f"{ckpt_path} does not match this model: {str(e).splitlines()[0]}"
+                ) from None
+            raise
+        export = None
+        if trainer.is_global_zero and not guard.interrupted:
+            from moma.models.export import export_backbone
+
+            export = export_backbone(
+                module.export_backbone(),
+                out_dir / "backbone.safetensors",
+                arch=module.backbone_cfg.get("arch", "vit_base_patch16_224"),
+                extra={"method": module.name, "global_step": trainer.global_step},
+            )
+        return RunResult(out_dir, guard.ckpt_path, export, trainer.global_step, guard.interrupted)
+    finally:
+        lock.release()
