@@ -6,6 +6,7 @@ written, so a NaN step never reaches disk.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -39,10 +40,9 @@ class RunGuard(L.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         # Installed after Lightning's own handlers so that ours win during training.
         for s in (signal.SIGTERM, signal.SIGINT):
-            try:
+            # ValueError: not the main thread (e.g. a notebook worker); then no handler.
+            with contextlib.suppress(ValueError):
                 self._old_handlers[s] = signal.signal(s, self._handle)
-            except ValueError:  # not the main thread (e.g. inside a notebook worker)
-                pass
 
     def on_train_end(self, trainer, pl_module) -> None:
         if not self.interrupted:

@@ -1,0 +1,35 @@
+"""``moma export``: any backbone moma reads -> a timm-loadable ``.safetensors`` + JSON."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportConfig:
+    """Export a backbone (a training checkpoint, an official MAE/MoCo v3 file, ...)."""
+
+    checkpoint: str  # a moma run folder, its last.ckpt, or any file load_backbone reads
+    out: str = "backbone.safetensors"
+    format: str = "auto"  # auto | moma | mae | mocov3 | timm
+    arch: str | None = None  # timm base arch; inferred when omitted
+    trust_pickle: bool = False  # only for files you trust: allows arbitrary unpickling
+
+
+def run_export(cfg: ExportConfig) -> Path:
+    """Load ``cfg.checkpoint`` (projectors, decoders, teachers dropped) and write the export."""
+    from moma.models.checkpoint import load_backbone
+    from moma.models.export import export_backbone
+
+    src = Path(cfg.checkpoint)
+    if src.is_dir():  # a run folder: its newest checkpoint
+        src = src / "checkpoints" / "last.ckpt"
+    model = load_backbone(src, arch=cfg.arch, format=cfg.format, trust_pickle=cfg.trust_pickle)
+    arch = cfg.arch or getattr(model, "moma_arch", None) or "vit_base_patch16_224"
+    out = export_backbone(model, cfg.out, arch=arch, extra={"source": str(src)})
+    log.info("exported %s -> %s (+ %s)", src, out, out.with_suffix(".json"))
+    return out
