@@ -1,0 +1,184 @@
+"""`SSLDataModule`: training batches for pre-training and distillation.
+
+Two paths:
+- in RAM (Fashion-MNIST; folders up to 20000 images unless ``in_memory`` says otherwise): the
+  DataLoader yields uint8 batches from a `TensorDataset`, and `on_after_batch_transfer`
+  augments each whole batch on the device (`BatchAugment`);
+- streaming (larger folders, or ``in_memory=False``): DataLoader workers decode and augment
+  each image with torchvision v2 transforms; batches arrive already normalised.
+Either way a batch reaching the model is ``(imgs [N, 3, S, S], labels [N])`` for one view and
+``([v1, v2], labels)`` for two.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from moma.data.batch_augment import BatchAugment
+from moma.data.config import AUGMENTS, DataConfig, check_config, is_fashion_mnist
+from moma.data.file_dataset import ImageFileDataset, decode_to_tensor
+from moma.data.splits import dataset_stats, fashion_mnist_split, folder_split, use_in_memory
+from moma.data.tensor_dataset import TensorPILDataset
+from moma.data.transforms import train_transform
+from moma.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+_RANK_SEED_STRIDE = 1_000_003
+
+
+class SSLDataModule(L.LightningDataModule):
+    """Shuffled training batches of ``views`` augmented views per image.
+
+    Args:
+        cfg: dataset options.
+        views: 1 (MAE, MOMA) or 2 (MoCo v3).
+        augment: ``"mae"`` (RandomResizedCrop(scale=(min_scale, 1), bicubic) + flip),
+            ``"mocov3"`` (BYOL-style asymmetric views: crop (0.08, 1), flip, colour jitter
+            p=0.8, grayscale p=0.2, blur p=1.0/0.1, solarise p=0/0.2) or ``"none"``
+            (resize + normalise only, deterministic).
+
+    Attributes:
+        batch_size: per-process batch size.
+        mean, std: the normalisation (3 values each).
+        in_memory: which path `setup` chose (None before it).
+
+    Used outside a Lightning Trainer, an in-RAM batch must go through
+    ``on_after_batch_transfer(batch, 0)`` (or `augment_batch`) after moving it to the device.
+    """
+
+    def __init__(self, cfg: DataConfig, views: int = 1, augment: str = "mae") -> None:
+        super().__init__()
+        check_config(cfg)
+        if views not in (1, 2):
+            raise ConfigError(f"views must be 1 or 2, got {views}")
+        if augment not in AUGMENTS:
+            raise ConfigError(f"augment must be one of {list(AUGMENTS)}, got {augment!r}")
+        self.cfg, self.views, self.augment = cfg, views, augment
+        self.batch_size = int(cfg.batch_size)
+        self.mean, self.std = dataset_stats(cfg)
+        self.in_memory: bool | None = None
+        self._train: Dataset | None = None
+        self._augmenter: BatchAugment | None = None
+        self._skip_epoch: int | None = None  # epoch of the last skipped-files report
+        self._skip_reported = 0
+
+    # ----------------------------------------------------------------- datasets
+    def setup(self, stage: str | None = None) -> None:
+        """Read (or list) the training images once; later calls do nothing."""
+        if self._train is None:
+            self._train = self._build_train_set()
+            if len(self._train) < self.batch_size:
+                raise DataError(
+                    f"{self.cfg.dataset}: {len(self._train)} training images, fewer than "
+                    f"data.batch_size={self.batch_size} (the last partial batch is dropped)"
+                )
+
+    def _build_train_set(self) -> Dataset:
+        cfg = self.cfg
+        transform = train_transform(
+            self.augment, self.views, cfg.img_size, cfg.min_scale, self.mean, self.std
+        )
+        if is_fashion_mnist(cfg):
+            images, labels = fashion_mnist_split(cfg, "train")
+            self.in_memory = cfg.in_memory is not False
+            if self.in_memory:
+                return TensorDataset(images, labels)
+            return TensorPILDataset(images, labels, transform)
+        listing = folder_split(cfg, "train")
+        self.in_memory = use_in_memory(cfg, len(listing.files))
+        if self.in_memory:
+            images, labels = decode_to_tensor(
+                listing.files,
+                listing.labels,
+                cfg.img_size,
+                cfg.strict,
+                cfg.num_workers,
+                where=str(listing.root),
+            )
+            return TensorDataset(images, labels)
+        return ImageFileDataset(listing.files, listing.labels, transform, cfg.strict)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled batches of ``batch_size``, last partial batch dropped (DDP: Lightning
+        swaps in a DistributedSampler)."""
+        self.setup("fit")
+        workers = 0 if self.in_memory else int(self.cfg.num_workers)
+        return DataLoader(
+            self._train,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(int(self.cfg.seed)),
+        )
+
+    # ------------------------------------------------------------- augmentation
+    def _rank(self) -> int:
+        trainer = self.trainer
+        return int(trainer.global_rank) if trainer is not None else 0
+
+    def augment_batch(self, images: Tensor) -> Tensor | list[Tensor]:
+        """Augment a uint8 batch ``[N, C, H, W]`` on its device: a tensor, or a list of views.
+
+        Each process draws from its own generator, seeded with ``cfg.seed`` and its rank.
+        """
+        if self._augmenter is None:
+            seed = int(self.cfg.seed) + _RANK_SEED_STRIDE * self._rank()
+            self._augmenter = BatchAugment(
+                self.augment,
+                self.views,
+                self.cfg.img_size,
+                self.cfg.min_scale,
+                self.mean,
+                self.std,
+                seed=seed,
+            )
+        return self._augmenter(images)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """In-RAM path: uint8 images -> augmented, normalised float view(s), on the device."""
+        imgs, labels = batch
+        if isinstance(imgs, Tensor) and imgs.dtype == torch.uint8:
+            return self.augment_batch(imgs), labels
+        self._report_skipped(at_end=False)
+        return batch
+
+    # -------------------------------------------------------- unreadable files
+    @property
+    def skipped_images(self) -> int:
+        """Unreadable files skipped so far by the streaming path (all workers)."""
+        return self._train.num_skipped if isinstance(self._train, ImageFileDataset) else 0
+
+    def _report_skipped(self, at_end: bool) -> None:
+        """Warn about files skipped in the epoch that just ended (seen at the first batch of
+        the next one, or at teardown)."""
+        if not isinstance(self._train, ImageFileDataset):
+            return
+        trainer = self.trainer
+        epoch = int(trainer.current_epoch) if trainer is not None else 0
+        if epoch == self._skip_epoch and not at_end:
+            return
+        finished = self._skip_epoch if not at_end else epoch
+        self._skip_epoch = epoch
+        total = self.skipped_images
+        if finished is None or total == self._skip_reported:
+            return
+        new, self._skip_reported = total - self._skip_reported, total
+        warnings.warn(
+            f"{self.cfg.dataset}: skipped {new} unreadable image(s) in epoch {finished} "
+            f"(each named in an earlier warning; strict=True makes this an error)",
+            stacklevel=3,
+        )
+
+    def teardown(self, stage: str) -> None:
+        """Report unreadable files skipped since the last report."""
+        self._report_skipped(at_end=True)
