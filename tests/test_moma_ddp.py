@@ -1,0 +1,105 @@
+"""A 2-process DDP MOMA run (CPU, gloo) completes and its student loads with load_backbone.
+
+Lightning's ``ddp`` launcher re-executes the current command for each extra process
+(DESIGN.md section 6), so the run is a subprocess: a small script that parses its arguments
+exactly as ``moma distill`` does (same parser, same config class) and calls ``run_moma``.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("moma.data")
+checkpoint = pytest.importorskip("moma.models.checkpoint")
+pytest.importorskip("moma.models.export")
+
+from moma.models.vit import BackboneConfig  # noqa: E402
+
+TINY = BackboneConfig(
+    arch="vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2
+)
+REPO = Path(__file__).resolve().parents[1]
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import torch
+    from moma.cli.main import command_parser, to_config
+    from moma.methods.moma import MomaRunConfig, run_moma
+
+    torch.set_num_threads(1)
+    parser = command_parser(MomaRunConfig, "moma distill", "")
+    run_moma(to_config(MomaRunConfig, parser, parser.parse_args(sys.argv[1:])))
+    """
+)
+
+
+def _image_folder(root: Path, per_class: int = 8) -> Path:
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            px = (torch.rand(16, 16, 3, generator=g) * 255).to(torch.uint8).numpy()
+            Image.fromarray(px).save(root / cls / f"{i}.png")
+    return root
+
+
+def test_ddp_two_processes(tmp_path):
+    teacher = tmp_path / "teacher.pth"
+    torch.manual_seed(1)
+    torch.save(TINY.build().state_dict(), teacher)
+    data = _image_folder(tmp_path / "images")
+    out = tmp_path / "run"
+    script = tmp_path / "distill.py"
+    script.write_text(SCRIPT)
+    args = [
+        sys.executable,
+        str(script),
+        "--config",
+        str(REPO / "configs/moma/fashion_mnist_mocov3_to_mae.yaml"),
+        "--data.dataset",
+        str(data),
+        "--data.img_size",
+        "16",
+        "--data.batch_size",
+        "4",
+        "--teachers",
+        f'[{{"path": "{teacher}", "name": "t", "format": "timm"}}]',
+        "--student.init",
+        "random",
+        "--student.backbone",
+        str(TINY.__dict__).replace("'", '"').replace("None", "null"),
+        "--trainer.out_dir",
+        str(out),
+        "--trainer.max_steps",
+        "3",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.progress_bar",
+        "false",
+        "--trainer.log_every_n_steps",
+        "1",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    r = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "MEMBER: 2/2" in r.stderr  # really two processes
+
+    ck = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ck["global_step"] == 3
+    assert not any(k.startswith("teachers.") for k in ck["state_dict"])
+    student = checkpoint.load_backbone(out / "backbone.safetensors")
+    assert student.embed_dim == 32 and len(student.blocks) == 2
+    for k, v in student.state_dict().items():
+        assert torch.equal(v, ck["state_dict"][f"student.{k}"]), k
