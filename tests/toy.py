@@ -56,3 +56,34 @@ class ToyMethod(SSLMethod):
 
     def export_backbone(self):
         return self.encoder
+
+
+class ToyTwoViewData(ToyData):
+    """``([v1, v2], labels)`` batches: two noisy views of the same random images."""
+
+    def __init__(
+        self, n: int = 64, batch_size: int = 8, size: int = 16, noise: float = 0.1
+    ) -> None:
+        super().__init__(n, batch_size, size)
+        g = torch.Generator().manual_seed(1)
+        self.v1 = self.x + noise * torch.randn(self.x.shape, generator=g)
+        self.v2 = self.x + noise * torch.randn(self.x.shape, generator=g)
+
+    def train_dataloader(self):
+        return DataLoader(
+            _TwoViews(self.v1, self.v2, self.y),
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+        )
+
+
+class _TwoViews(torch.utils.data.Dataset):
+    def __init__(self, v1, v2, y) -> None:
+        self.v1, self.v2, self.y = v1, v2, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return [self.v1[i], self.v2[i]], self.y[i]
