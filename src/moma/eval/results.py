@@ -1,0 +1,91 @@
+"""Result JSONs: ``OUT/results/<protocol>-<name>.json``, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROLES = ("baseline", "teacher", "student")
+
+#: Keys every result JSON has (DESIGN/ARCHITECTURE contract); extras come after them.
+RESULT_KEYS = (
+    "metric",
+    "value",
+    "protocol",
+    "features",
+    "backbone",
+    "backbone_sha256",
+    "name",
+    "role",
+    "dataset",
+    "seed",
+    "wall_time_s",
+)
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe version of a display name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
+
+
+def result_path(out_dir: Path, protocol: str, name: str) -> Path:
+    """``out_dir/results/<protocol>-<name>.json``."""
+    return Path(out_dir) / "results" / f"{protocol}-{safe_name(name)}.json"
+
+
+def make_record(
+    *,
+    value: float,
+    protocol: str,
+    features: str,
+    backbone: str,
+    backbone_sha256: str | None,
+    name: str,
+    role: str,
+    dataset: str,
+    seed: int,
+    wall_time_s: float,
+    metric: str = "top1",
+    **extras: Any,
+) -> dict:
+    """One result as a dict, standard keys first, then ``extras``."""
+    record = {
+        "metric": metric,
+        "value": float(value),
+        "protocol": protocol,
+        "features": features,
+        "backbone": str(backbone),
+        "backbone_sha256": backbone_sha256,
+        "name": name,
+        "role": role,
+        "dataset": dataset,
+        "seed": int(seed),
+        "wall_time_s": round(float(wall_time_s), 3),
+    }
+    record.update(extras)
+    return record
+
+
+def write_json_atomic(path: Path, obj: Any) -> Path:
+    """Write JSON to ``path`` via a temp file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_result(out_dir: Path, record: dict) -> Path:
+    """Write one record to ``out_dir/results/<protocol>-<name>.json``; returns the path."""
+    return write_json_atomic(result_path(out_dir, record["protocol"], record["name"]), record)

@@ -1,0 +1,334 @@
+"""``run_eval``: one protocol on one backbone, written as result JSONs (used by the CLI)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moma.data.config import DataConfig
+from moma.errors import ConfigError
+from moma.eval.baselines import BASELINES, RawPixels, ResolvedBackbone, resolve_backbone
+from moma.eval.config import FinetuneConfig, KnnConfig, LinearConfig
+from moma.eval.results import ROLES, make_record, write_result
+from moma.models.vit import BackboneConfig
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("knn", "linear", "finetune")
+CONFIGS = {"knn": KnnConfig, "linear": LinearConfig, "finetune": FinetuneConfig}
+
+
+def dataset_name(data_cfg: Any) -> str:
+    """A short dataset name for result JSONs (``data_cfg.dataset`` / ``.name`` / class name)."""
+    for attr in ("dataset", "name"):
+        v = getattr(data_cfg, attr, None)
+        if isinstance(v, str) and v:
+            return v
+    return type(data_cfg).__name__ if data_cfg is not None else "unknown"
+
+
+#: DataConfig fields that change what ``load_split`` returns (the others only affect training).
+DATA_IDENTITY_FIELDS = ("dataset", "root", "img_size", "subset")
+
+
+def data_identity(data_cfg: Any) -> Any:
+    """What identifies the evaluation data for the feature cache."""
+    if dataclasses.is_dataclass(data_cfg) and not isinstance(data_cfg, type):
+        fields = dataclasses.asdict(data_cfg)
+        known = {k: fields[k] for k in DATA_IDENTITY_FIELDS if k in fields}
+        return known or fields
+    return repr(data_cfg)
+
+
+def _load_data(data_cfg: Any, datasets: tuple | None) -> tuple[Any, Any, int | None]:
+    """``(train, test, num_classes)`` from ``datasets`` or ``moma.data.load_split``."""
+    if datasets is not None:
+        train, test = datasets
+        return train, test, None
+    from moma.data import load_split, num_classes
+
+    return load_split(data_cfg, "train"), load_split(data_cfg, "test"), num_classes(data_cfg)
+
+
+def _img_size(data: Any) -> int | None:
+    """Image side of the first sample (part of the feature cache key)."""
+    if isinstance(getattr(data, "img_size", None), int):
+        return int(data.img_size)
+    try:
+        return int(data[0][0].shape[-1])
+    except Exception:  # iterable-only datasets: the data config identifies the size
+        return None
+
+
+def make_config(protocol: str, config: Any = None, **overrides: Any) -> Any:
+    """The protocol's config dataclass, from ``config`` (or defaults) with ``overrides``."""
+    if protocol not in CONFIGS:
+        raise ConfigError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    cls = CONFIGS[protocol]
+    cfg = config if config is not None else cls()
+    if not isinstance(cfg, cls):
+        raise ConfigError(f"protocol {protocol!r} needs a {cls.__name__}, got {type(cfg).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"unknown {protocol} option(s): {', '.join(unknown)}")
+    return dataclasses.replace(cfg, **overrides)
+
+
+def run_eval(
+    protocol: str,
+    backbone_spec: str | Path,
+    data_cfg: Any,
+    out_dir: str | Path,
+    name: str,
+    role: str,
+    *,
+    config: KnnConfig | LinearConfig | FinetuneConfig | None = None,
+    backbone_cfg: BackboneConfig | None = None,
+    arch: str | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    datasets: tuple | None = None,
+    extras: dict | None = None,
+    **overrides: Any,
+) -> dict[str, dict]:
+    """Evaluate one backbone with one protocol and write ``out_dir/results/*.json``.
+
+    Args:
+        protocol: ``knn`` (writes ``knn-k<k>`` for every k), ``linear`` or ``finetune``.
+        backbone_spec: a weights file, ``raw-pixels`` or ``random-init``.
+        data_cfg: a ``moma.data.DataConfig`` (splits come from ``load_split``).
+        out_dir: run folder; results go to ``out_dir/results``.
+        name: display name (also the file-name suffix).
+        role: ``baseline``, ``teacher`` or ``student``.
+        config: the protocol's config dataclass; ``overrides`` replace its fields.
+        backbone_cfg: architecture of the ``random-init`` baseline.
+        arch: timm architecture hint for loading a weights file.
+        seed: seed of the random-init baseline, the probe and fine-tuning.
+        device: torch device (default: CUDA if available, else CPU).
+        datasets: ``(train, test)`` to use instead of ``load_split(data_cfg, ...)``.
+        extras: more keys for every result JSON (e.g. ``train_images``).
+
+    Returns:
+        ``{protocol label: result record}`` (e.g. ``{"knn-k20": {...}, "knn-k200": {...}}``).
+    """
+    if role not in ROLES:
+        raise ConfigError(f"role must be one of {ROLES}, got {role!r}")
+    cfg = make_config(protocol, config, **overrides)
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    bb: ResolvedBackbone = resolve_backbone(backbone_spec, backbone_cfg, arch=arch, seed=seed)
+    train, test, n_classes = _load_data(data_cfg, datasets)
+    common = {
+        # Raw pixels have no tokens: their features are the image itself, whatever cfg says.
+        "features": "pixels" if isinstance(bb.model, RawPixels) else cfg.features,
+        "backbone": bb.spec,
+        "backbone_sha256": bb.sha256,
+        "name": name,
+        "role": role,
+        "dataset": dataset_name(data_cfg),
+        "seed": seed,
+    }
+    more = {**bb.meta, **(extras or {})}
+    records: dict[str, dict] = {}
+    if protocol == "knn":
+        from moma.eval.knn import knn_eval
+
+        res = knn_eval(bb.model, train, test, cfg, n_classes, device)
+        wall = time.perf_counter() - t0
+        for k, top1 in res.top1.items():
+            label = f"knn-k{k}"
+            records[label] = make_record(
+                value=top1,
+                protocol=label,
+                wall_time_s=wall,
+                **common,
+                k=res.requested_k[k],
+                temperature=cfg.temperature,
+                precision=cfg.precision,
+                **more,
+            )
+    elif protocol == "linear":
+        from moma.eval.linear import linear_eval
+
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out_dir / "cache" / "features"
+        parts = {
+            "backbone": bb.identity,
+            "dataset": data_identity(data_cfg),
+            "img_size": _img_size(train),
+        }
+        res = linear_eval(bb.model, train, test, cfg, n_classes, device, cache_dir, parts, seed)
+        records["linear"] = make_record(
+            value=res.top1,
+            protocol="linear",
+            wall_time_s=time.perf_counter() - t0,
+            **common,
+            train_top1=res.train_top1,
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            batch_size=cfg.train_batch_size,
+            optimizer="sgd",
+            precision=cfg.precision,
+            feature_cache_hits=res.cache_hits,
+            final_loss=res.losses[-1] if res.losses else None,
+            **more,
+        )
+    else:
+        from moma.eval.finetune import finetune_eval
+
+        if n_classes is None:
+            n_classes = _num_classes_from(train, test)
+        res = finetune_eval(bb.model, train, test, n_classes, cfg, device, seed)
+        records["finetune"] = make_record(
+            value=res.top1,
+            protocol="finetune",
+            wall_time_s=time.perf_counter() - t0,
+            **common,
+            epochs=cfg.epochs,
+            steps=res.steps,
+            images=res.images,
+            lr=cfg.lr,
+            layer_decay=cfg.layer_decay,
+            drop_path=cfg.drop_path,
+            mixup=cfg.mixup,
+            cutmix=cfg.cutmix,
+            label_smoothing=cfg.label_smoothing,
+            precision=cfg.precision,
+            final_loss=res.losses[-1] if res.losses else None,
+            **more,
+        )
+    for label, rec in records.items():
+        path = write_result(out_dir, rec)
+        log.info("%s %s: top-1 %.2f%% -> %s", label, name, rec["value"], path)
+    return records
+
+
+def _num_classes_from(*datasets: Any) -> int:
+    """``max label + 1`` over datasets (used when no data config says it)."""
+    from moma.eval.features import iterate_batches
+
+    top = 0
+    for d in datasets:
+        labels = getattr(d, "labels", None)
+        if labels is not None:
+            top = max(top, int(labels.max()))
+            continue
+        for _, y in iterate_batches(d, 1024):
+            top = max(top, int(y.max()))
+    return top + 1
+
+
+# --- CLI entry points (``moma eval knn|linear|finetune``) -----------------------------
+
+
+@dataclass
+class EvalRunConfig:
+    """What every ``moma eval`` subcommand takes.
+
+    Attributes:
+        backbone: a weights file, a run folder (its ``backbone.safetensors``), ``raw-pixels``
+            or ``random-init``.
+        name: display name in tables and result file names (default: the baseline name, or
+            the run folder / file name).
+        role: ``baseline``, ``teacher`` or ``student`` (default: ``baseline`` for baselines,
+            else ``student``).
+        out_dir: where ``results/`` goes (default: the backbone's folder; ``runs/baselines``
+            for baselines).
+        data: the dataset (train split = kNN bank / training set, test split = evaluation).
+        random_init: architecture of the ``random-init`` baseline.
+        arch: timm architecture hint for loading a weights file.
+        seed: seed of the random-init weights, the probe and fine-tuning.
+        device: torch device (default: CUDA if available, else CPU).
+    """
+
+    backbone: str = "random-init"
+    name: str | None = None
+    role: str | None = None
+    out_dir: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    random_init: BackboneConfig = field(default_factory=BackboneConfig)
+    arch: str | None = None
+    seed: int = 0
+    device: str | None = None
+
+
+@dataclass
+class KnnRunConfig(EvalRunConfig):
+    """``moma eval knn``: weighted cosine kNN on frozen features."""
+
+    knn: KnnConfig = field(default_factory=KnnConfig)
+
+
+@dataclass
+class LinearRunConfig(EvalRunConfig):
+    """``moma eval linear``: linear probe on frozen (cached) features."""
+
+    linear: LinearConfig = field(default_factory=LinearConfig)
+
+
+@dataclass
+class FinetuneRunConfig(EvalRunConfig):
+    """``moma eval finetune``: full fine-tuning with layer-wise lr decay."""
+
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+
+def default_name(backbone: str) -> str:
+    """A display name from a spec: the baseline name, else the run folder or file stem."""
+    if backbone in BASELINES:
+        return backbone
+    path = Path(backbone)
+    if path.is_dir() or path.stem in ("backbone", "last"):
+        run = path if path.is_dir() else path.parent
+        return (run.parent if run.name == "checkpoints" else run).resolve().name
+    return path.stem
+
+
+def default_out_dir(backbone: str) -> Path:
+    """Results go next to the backbone (its run folder); baselines to ``runs/baselines``."""
+    if backbone in BASELINES:
+        return Path("runs/baselines")
+    path = Path(backbone)
+    run = path if path.is_dir() else path.parent
+    return run.parent if run.name == "checkpoints" else run
+
+
+def _run(protocol: str, cfg: EvalRunConfig, config: Any) -> dict[str, dict]:
+    from moma.report.table import format_table
+
+    role = cfg.role or ("baseline" if cfg.backbone in BASELINES else "student")
+    records = run_eval(
+        protocol,
+        cfg.backbone,
+        cfg.data,
+        Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg.backbone),
+        cfg.name or default_name(cfg.backbone),
+        role,
+        config=config,
+        backbone_cfg=cfg.random_init,
+        arch=cfg.arch,
+        seed=cfg.seed,
+        device=cfg.device,
+    )
+    sys.stdout.write(format_table(list(records.values())))
+    return records
+
+
+def run_knn(cfg: KnnRunConfig) -> dict[str, dict]:
+    """``moma eval knn``: writes ``results/knn-k<k>-<name>.json`` and prints the table."""
+    return _run("knn", cfg, cfg.knn)
+
+
+def run_linear(cfg: LinearRunConfig) -> dict[str, dict]:
+    """``moma eval linear``: writes ``results/linear-<name>.json`` and prints the table."""
+    return _run("linear", cfg, cfg.linear)
+
+
+def run_finetune(cfg: FinetuneRunConfig) -> dict[str, dict]:
+    """``moma eval finetune``: writes ``results/finetune-<name>.json`` and prints the table."""
+    return _run("finetune", cfg, cfg.finetune)

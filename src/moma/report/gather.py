@@ -1,0 +1,148 @@
+"""Find what a report is built from: result JSONs, CSV training logs, reconstruction PNGs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LOSS_COLUMNS = ("train/loss", "train/loss_step", "train_loss", "loss")
+
+
+def load_results(run_dirs: list[Path]) -> list[dict]:
+    """All ``results/*.json`` records under ``run_dirs`` (searched recursively).
+
+    A record needs ``protocol``, ``value`` and ``name`` (or ``backbone``); others are skipped
+    with a warning. Duplicates of (dataset, protocol, name, features) keep the newest file.
+    """
+    found: dict[tuple, tuple[float, dict]] = {}
+    for run_dir in run_dirs:
+        run_dir = Path(run_dir)
+        paths = sorted(run_dir.rglob("results/*.json"))
+        if run_dir.name == "results":
+            paths += sorted(run_dir.glob("*.json"))
+        for path in paths:
+            try:
+                rec = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                log.warning("skipping unreadable result %s: %s", path, exc)
+                continue
+            if not isinstance(rec, dict) or not {"protocol", "value"} <= set(rec):
+                log.warning("skipping %s: not a result record", path)
+                continue
+            rec.setdefault("name", Path(str(rec.get("backbone", path.stem))).stem)
+            rec.setdefault("role", "student")
+            rec.setdefault("features", "?")
+            rec["_source"] = str(path)
+            key = (rec.get("dataset"), rec["protocol"], rec["name"], rec["features"])
+            mtime = path.stat().st_mtime
+            if key in found and found[key][1]["_source"] != str(path):
+                log.warning("duplicate result %s: keeping the newest file", key)
+                if found[key][0] > mtime:
+                    continue
+            found[key] = (mtime, rec)
+    return [rec for _, rec in found.values()]
+
+
+@dataclass
+class LossCurve:
+    """One run's training loss: label, optimiser steps, values and the CSV column used."""
+
+    label: str
+    steps: list[float]
+    losses: list[float]
+    column: str
+
+
+def _loss_column(header: list[str]) -> str | None:
+    for col in LOSS_COLUMNS:
+        if col in header:
+            return col
+    for col in header:
+        if col.startswith("train") and "loss" in col:
+            return col
+    return None
+
+
+def read_loss_curve(path: Path, label: str | None = None) -> LossCurve | None:
+    """The training loss from a Lightning ``CSVLogger`` ``metrics.csv`` (``None`` if absent)."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        col = _loss_column(header)
+        if col is None or "step" not in header:
+            return None
+        steps, losses = [], []
+        for row in reader:
+            try:
+                step, loss = float(row["step"]), float(row[col])
+            except (TypeError, ValueError):
+                continue  # rows of other metrics leave this column empty
+            if math.isfinite(loss):
+                steps.append(step)
+                losses.append(loss)
+    if not losses:
+        return None
+    return LossCurve(label or path.parent.name, steps, losses, col)
+
+
+def _run_root(path: Path) -> tuple[Path, int]:
+    """The run folder a ``metrics.csv`` belongs to, and its attempt number.
+
+    ``OUT/logs/version_3/metrics.csv`` (moma's layout, one version per resumed attempt) and
+    ``OUT/lightning_logs/version_3/metrics.csv`` belong to ``OUT``; ``OUT/metrics.csv`` too.
+    """
+    parent = path.parent
+    if parent.name.startswith("version_") and parent.parent.name in ("logs", "lightning_logs"):
+        try:
+            version = int(parent.name.split("_")[-1])
+        except ValueError:
+            version = 0
+        return parent.parent.parent, version
+    return parent, -1
+
+
+def find_loss_curves(run_dirs: list[Path]) -> list[LossCurve]:
+    """One training-loss curve per run under ``run_dirs``, from its ``metrics.csv`` logs.
+
+    The attempts of a resumed run (``logs/version_*``) are merged by step, later attempts
+    winning. Curves are labelled by the run folder relative to the given folder's parent.
+    """
+    curves = []
+    for run_dir in run_dirs:
+        run_dir = Path(run_dir)
+        runs: dict[Path, list[tuple[int, Path]]] = {}
+        for path in sorted(run_dir.rglob("metrics.csv")):
+            root, version = _run_root(path)
+            runs.setdefault(root, []).append((version, path))
+        for root, files in sorted(runs.items()):
+            by_step: dict[float, float] = {}
+            column = None
+            for _, path in sorted(files):
+                curve = read_loss_curve(path)
+                if curve is None:
+                    continue
+                column = column or curve.column
+                by_step.update(zip(curve.steps, curve.losses))
+            if not by_step or column is None:
+                continue
+            rel = root.relative_to(run_dir) if root != run_dir else Path()
+            label = run_dir.name if str(rel) == "." else f"{run_dir.name}/{rel}"
+            steps = sorted(by_step)
+            curves.append(LossCurve(label, steps, [by_step[s] for s in steps], column))
+    return curves
+
+
+def find_reconstructions(run_dirs: list[Path]) -> list[tuple[str, Path]]:
+    """``(run label, path)`` of MAE reconstruction PNGs (``reconstructions*.png``)."""
+    out = []
+    for run_dir in run_dirs:
+        run_dir = Path(run_dir)
+        for path in sorted(run_dir.rglob("reconstructions*.png")):
+            out.append((run_dir.name, path))
+    return out

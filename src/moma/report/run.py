@@ -1,0 +1,58 @@
+"""``moma report``: the results table and figures of a set of run folders."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from moma.data.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReportConfig:
+    """What ``moma report`` takes.
+
+    Attributes:
+        runs: folders searched (recursively) for ``results/*.json``, ``metrics.csv`` logs and
+            ``reconstructions*.png``.
+        out_dir: where ``report.md`` and the PNG figures go.
+        title: report title.
+        attention: draw CLS attention maps of every backbone file the results name.
+        data: dataset whose first test images the attention maps show.
+        num_images: images in the attention figure.
+    """
+
+    runs: list[str] = field(default_factory=lambda: ["runs"])
+    out_dir: str = "runs/report"
+    title: str = "moma evaluation report"
+    attention: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    num_images: int = 4
+
+
+def run_report(cfg: ReportConfig) -> Path:
+    """Build the report, print the Markdown table and return the path of ``report.md``."""
+    from moma.report.build import build_report
+    from moma.report.gather import load_results
+    from moma.report.table import format_table
+
+    runs = [Path(r) for r in cfg.runs]
+    missing = [str(r) for r in runs if not r.exists()]
+    if missing:
+        from moma.errors import ConfigError
+
+        raise ConfigError(f"report: run folder(s) not found: {', '.join(missing)}")
+    path = build_report(
+        runs,
+        Path(cfg.out_dir),
+        title=cfg.title,
+        data_cfg=cfg.data if cfg.attention else None,
+        num_images=cfg.num_images,
+    )
+    sys.stdout.write(format_table(load_results(runs)))
+    log.info("report: %s", path)
+    return path

@@ -1,0 +1,69 @@
+"""run_eval end to end on synthetic data: result JSONs with the agreed keys."""
+
+import json
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from moma.errors import ConfigError
+from moma.eval.results import RESULT_KEYS
+from moma.eval.run import run_eval
+from moma.models.vit import BackboneConfig
+
+TINY = BackboneConfig(img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2)
+
+
+def _datasets():
+    g = torch.Generator().manual_seed(0)
+    train = TensorDataset(torch.randn(30, 3, 16, 16, generator=g), torch.arange(30) % 3)
+    test = TensorDataset(torch.randn(9, 3, 16, 16, generator=g), torch.arange(9) % 3)
+    return train, test
+
+
+def test_run_eval_writes_results(tmp_path):
+    kw = {"datasets": _datasets(), "backbone_cfg": TINY}
+    with pytest.warns(UserWarning, match="exceeds the bank size"):
+        knn = run_eval(
+            "knn", "random-init", None, tmp_path, "random init", "baseline", k=[5, 200], **kw
+        )
+    assert set(knn) == {"knn-k5", "knn-k200"}
+    assert knn["knn-k200"]["k"] == 30  # clamped to the bank
+    lin = run_eval("linear", "raw-pixels", None, tmp_path, "raw pixels", "baseline", epochs=2, **kw)
+    files = sorted(p.name for p in (tmp_path / "results").glob("*.json"))
+    assert files == [
+        "knn-k200-random_init.json",
+        "knn-k5-random_init.json",
+        "linear-raw_pixels.json",
+    ]
+    rec = json.loads((tmp_path / "results" / "linear-raw_pixels.json").read_text())
+    assert rec == lin["linear"]
+    assert list(rec)[: len(RESULT_KEYS)] == list(RESULT_KEYS)
+    assert rec["metric"] == "top1" and rec["backbone_sha256"] is None and rec["role"] == "baseline"
+    assert 0 <= rec["value"] <= 100 and rec["epochs"] == 2
+    assert not list((tmp_path / "results").glob("*.tmp"))
+    with pytest.raises(ConfigError, match="unknown knn option"):
+        run_eval("knn", "raw-pixels", None, tmp_path, "x", "baseline", bogus=1, **kw)
+    with pytest.raises(ConfigError, match="role"):
+        run_eval("knn", "raw-pixels", None, tmp_path, "x", "boss", **kw)
+
+
+def test_run_eval_on_an_exported_backbone(tmp_path):
+    from moma.eval.run import default_name, default_out_dir
+    from moma.models.checkpoint import sha256_file
+    from moma.models.export import export_backbone
+
+    run = tmp_path / "mae-run"
+    vit = TINY.build()
+    path = export_backbone(
+        vit,
+        run / "backbone.safetensors",
+        arch="vit_tiny_patch16_224",
+        extra={"method": "mae", "global_step": 7},
+    )
+    assert default_name(str(run)) == "mae-run" and default_out_dir(str(path)) == run
+    recs = run_eval("knn", run, None, run, "mae", "teacher", datasets=_datasets(), k=[3])
+    rec = recs["knn-k3"]
+    assert rec["backbone"] == str(path) and rec["backbone_sha256"] == sha256_file(path)
+    assert rec["train_steps"] == 7 and rec["train_method"] == "mae" and rec["features"] == "cls"
+    assert (run / "results" / "knn-k3-mae.json").is_file()
