@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from moma.errors import CheckpointError
+from moma.models.integrity import verify_digest
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ def _moma_dataclass(name: str) -> type | None:
     """``moma.x.y.Cls`` if it names one of moma's own dataclasses, else None."""
     module, _, attr = name.rpartition(".")
     if not (module == "moma" or module.startswith("moma.")):
+        return None
+    if any(part.startswith("_") for part in name.split(".")):  # moma.__main__ would run the CLI
         return None
     try:
         obj = getattr(importlib.import_module(module), attr, None)
@@ -179,6 +182,7 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:
             raise _corrupt(path, e) from None
+    verify_digest(obj, path)  # moma training checkpoints carry one: bit flips are refused
     if isinstance(obj, nn.Module):  # only reachable with trust_pickle=True
         log.info("%s: holds a pickled %s; using its state_dict()", path, type(obj).__name__)
         obj = obj.state_dict()

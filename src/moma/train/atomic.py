@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,11 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from moma.errors import CheckpointError
+from moma.models.integrity import with_digest
+
+_TEMP_SUFFIX = ".tmp"
+# ".<target name>.<mkstemp's 8 random characters>.tmp"
+_TEMP_NAME = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
@@ -25,7 +31,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -45,6 +51,27 @@ def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
     return path
 
 
+def stale_temp_files(folder: str | Path) -> list[Path]:
+    """Temp files :func:`atomic_write` left in ``folder`` when its process was killed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(".*.tmp") if _TEMP_NAME.fullmatch(p.name) and p.is_file())
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temp files a killed writer left in ``folder``; call it only under the run lock.
+
+    Returns the files removed. A complete file is never a temp file, so nothing is lost.
+    """
+    removed = []
+    for p in stale_temp_files(folder):
+        with contextlib.suppress(OSError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
 def _fsync_dir(folder: Path) -> None:
     # Make the rename itself durable (POSIX); harmless where unsupported.
     with contextlib.suppress(OSError):
@@ -59,4 +86,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint I/O whose saves are atomic (Lightning writes in place)."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        """Write ``checkpoint`` plus its content digest (checked on every read) atomically."""
+        checkpoint = with_digest(checkpoint)
         atomic_write(path, lambda f: torch.save(checkpoint, f))

@@ -16,7 +16,8 @@ from lightning.pytorch.loggers import CSVLogger
 
 from moma.errors import CheckpointError
 from moma.methods.base import CHECKPOINT_FORMAT_VERSION, SSLMethod
-from moma.train.atomic import AtomicCheckpointIO, atomic_write
+from moma.models.integrity import verify_digest
+from moma.train.atomic import AtomicCheckpointIO, atomic_write, remove_stale_temp_files
 from moma.train.config import TrainerConfig
 from moma.train.guards import RunGuard
 from moma.train.lock import RunLock
@@ -33,6 +34,7 @@ class RunResult:
     export: Path | None
     global_step: int
     interrupted: bool
+    stop_signal: int | None = None  # the signal that interrupted the run (SIGTERM, SIGINT)
 
 
 def last_checkpoint(out_dir: str | Path) -> Path:
@@ -61,6 +63,7 @@ def read_run_checkpoint(path: Path, method: str | None = None) -> dict:
             f"{path} is not a readable checkpoint ({type(e).__name__}); it may be truncated "
             "or corrupt: delete it to start over"
         ) from None
+    verify_digest(ckpt, path)
     meta = ckpt.get("moma") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path} is not a moma training checkpoint (no 'moma' record)")
@@ -74,6 +77,13 @@ def read_run_checkpoint(path: Path, method: str | None = None) -> dict:
             f"{path} is a checkpoint of method {meta.get('method')!r}, not {method!r}"
         )
     return ckpt
+
+
+def _mismatch(err: Exception, show: int = 2) -> str:
+    """The first problems of a ``load_state_dict`` error, on one line."""
+    lines = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()]
+    text = "; ".join(lines[:show]) + (f" (+{len(lines) - show} more)" if len(lines) > show else "")
+    return " ".join(text.split())[:400] or str(err).splitlines()[0]
 
 
 def build_trainer(cfg: TrainerConfig, guard: RunGuard, out_dir: Path) -> L.Trainer:
@@ -131,6 +141,10 @@ def fit(
     lock = RunLock(out_dir)
     if rank0:  # DDP children re-run this command: only the launching process locks
         lock.acquire()
+        # A run killed while writing left its temp files: under the lock they are nobody's.
+        for folder in (out_dir, last_checkpoint(out_dir).parent):
+            for p in remove_stale_temp_files(folder):
+                log.info("removed %s (a write interrupted by a crash)", p)
     try:
         ckpt_path = _resume_path(cfg)
         if ckpt_path is not None:
@@ -150,7 +164,9 @@ def fit(
         except RuntimeError as e:
             if ckpt_path is not None and "state_dict" in str(e):
                 raise CheckpointError(
-                    f"{ckpt_path} does not match this model: {str(e).splitlines()[0]}"
+                    f"{ckpt_path} does not match this model: {_mismatch(e)}; resume it with "
+                    "the architecture it was made with, or start a new run (another "
+                    "--trainer.out_dir or --trainer.resume never)"
                 ) from None
             raise
         export = None
@@ -163,6 +179,13 @@ def fit(
                 arch=module.backbone_cfg.get("arch", "vit_base_patch16_224"),
                 extra={"method": module.name, "global_step": trainer.global_step},
             )
-        return RunResult(out_dir, guard.ckpt_path, export, trainer.global_step, guard.interrupted)
+        return RunResult(
+            out_dir,
+            guard.ckpt_path,
+            export,
+            trainer.global_step,
+            guard.interrupted,
+            guard.stop_signal,
+        )
     finally:
         lock.release()
