@@ -90,7 +90,9 @@ def build_trainer(cfg: TrainerConfig, guard: RunGuard, out_dir: Path) -> L.Train
     """The Lightning Trainer for a moma run."""
     # One CSV per attempt (logs/version_N/metrics.csv): Lightning's CSV logger would
     # otherwise overwrite the metrics of the interrupted attempt on resume.
-    loggers = [CSVLogger(save_dir=str(out_dir), name="logs")]
+    # flush_logs_every_n_steps=1: a row reaches the disk when logged, not up to 100 steps later
+    # (a SIGKILL would lose those rows; an interrupted run is resumed from its checkpoint).
+    loggers = [CSVLogger(save_dir=str(out_dir), name="logs", flush_logs_every_n_steps=1)]
     try:
         import tensorboard  # noqa: F401
         from lightning.pytorch.loggers import TensorBoardLogger

@@ -3,8 +3,9 @@
 The order inside ``on_train_batch_end`` matters: the loss is checked *before* a checkpoint is
 written, so a NaN step never reaches disk; the weights are checked right before every save,
 so NaN/Inf weights from non-finite gradients (with a still finite loss) never do either. The
-loggers are flushed *before* the checkpoint is written: every step a checkpoint covers also has
-its metrics on disk, and a kill during the flush only touches steps that a resume redoes.
+loggers are flushed *before* the checkpoint is written, so the metrics of the steps a
+checkpoint covers are on disk; the row of the step being checkpointed is logged by Lightning
+right after this hook (and flushed at once: ``fit`` sets the CSV logger to flush every row).
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ class RunGuard(L.Callback):
         if loss is not None and not math.isfinite(
             float(loss.detach() if torch.is_tensor(loss) else loss)
         ):
-            raise TrainingError(
-                f"loss became {float(loss)} at step {step} ({self._kept()}); {_ADVICE}"
+            raise TrainingError(  # step - 1: the step's index in the metrics (0-based)
+                f"loss became {float(loss)} at step {step - 1} ({self._kept()}); {_ADVICE}"
             )
         stop = trainer.strategy.reduce_boolean_decision(self._stop_signal is not None, all=False)
         if stop:
