@@ -31,6 +31,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    existed = path.exists()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -43,7 +44,8 @@ def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         why = "disk full" if e.errno == errno.ENOSPC else e.strerror or str(e)
-        raise CheckpointError(f"could not write {path}: {why}; the previous file is intact") from e
+        kept = "the previous file is intact" if existed else "nothing was written"
+        raise CheckpointError(f"could not write {path}: {why}; {kept}") from e
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
