@@ -1,0 +1,270 @@
+"""``moma quickstart``: MOMA's comparison end to end on Fashion-MNIST (32 px, patch 4).
+
+Stages: pre-train an MAE and a MoCo v3 teacher; distil the paper's three mechanisms
+(MoCo v3 -> MAE-initialised student, MAE -> MoCo-v3-initialised student, both -> a smaller
+random student); evaluate every backbone plus raw-pixel and random-init baselines (kNN and
+linear probe); write ``OUT/report.md`` and plots. Re-running the same command skips
+finished stages and resumes an interrupted one (training stages resume from their last
+checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from moma.data import DataConfig
+from moma.models.vit import BackboneConfig
+from moma.train.atomic import atomic_write
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Budget:
+    """How much compute each stage gets. Distillation gets fewer steps than pre-training."""
+
+    teacher_steps: int
+    distill_steps: int
+    batch_size: int
+    train_subset: int | None  # training images used (SSL and the kNN/linear bank)
+    teacher: BackboneConfig
+    student_small: BackboneConfig  # the compact random-init student of mechanism 3
+    linear_epochs: int
+    knn_k: list[int]
+    ckpt_every_n_steps: int = 100
+
+
+def _vit(depth: int, dim: int, heads: int) -> BackboneConfig:
+    return BackboneConfig(
+        arch="vit_tiny_patch16_224", img_size=32, patch_size=4, depth=depth,
+        embed_dim=dim, num_heads=heads,
+    )  # fmt: skip
+
+
+BUDGETS: dict[str, Budget] = {
+    # CI-sized: proves every stage runs; accuracies are not meaningful.
+    "smoke": Budget(
+        teacher_steps=30, distill_steps=20, batch_size=64, train_subset=4096,
+        teacher=_vit(2, 64, 2), student_small=_vit(2, 48, 2), linear_epochs=5, knn_k=[20, 200],
+        ckpt_every_n_steps=10,
+    ),
+    # About 30 minutes on 2 CPU cores.
+    "default": Budget(
+        teacher_steps=1400, distill_steps=500, batch_size=256, train_subset=None,
+        teacher=_vit(6, 192, 3), student_small=_vit(4, 192, 3), linear_epochs=30, knn_k=[20, 200],
+    ),
+    # Real results: an hour or more.
+    "long": Budget(
+        teacher_steps=6000, distill_steps=2000, batch_size=256, train_subset=None,
+        teacher=_vit(6, 192, 3), student_small=_vit(4, 192, 3), linear_epochs=60, knn_k=[20, 200],
+        ckpt_every_n_steps=200,
+    ),
+}  # fmt: skip
+
+
+@dataclass
+class QuickstartConfig:
+    """Options of ``moma quickstart``."""
+
+    budget: Literal["smoke", "default", "long"] = "default"
+    out: str = "runs/quickstart"
+    precision: str = "bf16-mixed"
+    seed: int = 0
+    data_root: str | None = None  # Fashion-MNIST folder (default: the Debian package's)
+    progress_bar: bool = True
+    stages: list[str] = field(default_factory=list)  # run only these (default: all)
+
+
+class StageLog:
+    """``OUT/stages.json``: wall time and images processed of every stage, across re-runs."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / "stages.json"
+        self.data: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def done(self, name: str) -> bool:
+        return bool(self.data.get(name, {}).get("done"))
+
+    def add(self, name: str, wall: float, done: bool, **info) -> None:
+        rec = self.data.setdefault(name, {"wall_time_s": 0.0})
+        rec["wall_time_s"] = round(rec["wall_time_s"] + wall, 2)
+        rec.update(info, done=done)
+        text = json.dumps(self.data, indent=2)
+        atomic_write(self.path, lambda f: f.write(text.encode()))
+
+
+def _fmt(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s"
+
+
+def _trainer(cfg: QuickstartConfig, b: Budget, out: Path, steps: int):
+    from moma.train import TrainerConfig
+
+    return TrainerConfig(
+        out_dir=str(out), max_steps=steps, precision=cfg.precision, seed=cfg.seed,
+        ckpt_every_n_steps=b.ckpt_every_n_steps, progress_bar=cfg.progress_bar,
+        log_every_n_steps=10,
+    )  # fmt: skip
+
+
+def training_stages(cfg: QuickstartConfig, b: Budget, out: Path, data: DataConfig) -> dict:
+    """name -> (role, run config builder, run function) of the five training stages."""
+    from moma.methods.mae import MAERunConfig, run_mae
+    from moma.methods.mocov3 import MoCoV3RunConfig, run_mocov3
+    from moma.methods.moma import MomaRunConfig, StudentConfig, TeacherConfig, run_moma
+
+    mae_w = str(out / "mae" / "backbone.safetensors")
+    moco_w = str(out / "mocov3" / "backbone.safetensors")
+
+    def distill(name: str, teachers: list[TeacherConfig], student: StudentConfig):
+        return lambda: MomaRunConfig(
+            data=data, teachers=teachers, student=student,
+            trainer=_trainer(cfg, b, out / name, b.distill_steps),
+        )  # fmt: skip
+
+    return {
+        "mae": ("teacher", lambda: MAERunConfig(
+            data=data, backbone=b.teacher, trainer=_trainer(cfg, b, out / "mae", b.teacher_steps)
+        ), run_mae),
+        "mocov3": ("teacher", lambda: MoCoV3RunConfig(
+            data=data, backbone=b.teacher,
+            trainer=_trainer(cfg, b, out / "mocov3", b.teacher_steps),
+        ), run_mocov3),
+        "moma_mocov3_to_mae": ("student", distill(
+            "moma_mocov3_to_mae", [TeacherConfig(path=moco_w, name="mocov3")],
+            StudentConfig(init=mae_w),
+        ), run_moma),
+        "moma_mae_to_mocov3": ("student", distill(
+            "moma_mae_to_mocov3", [TeacherConfig(path=mae_w, name="mae")],
+            StudentConfig(init=moco_w),
+        ), run_moma),
+        "moma_both_to_random": ("student", distill(
+            "moma_both_to_random",
+            [TeacherConfig(path=moco_w, name="mocov3"), TeacherConfig(path=mae_w, name="mae")],
+            StudentConfig(init="random", backbone=b.student_small),
+        ), run_moma),
+    }  # fmt: skip
+
+
+def run_quickstart(cfg: QuickstartConfig) -> Path:
+    """Run (or resume) every stage and write ``OUT/report.md``; returns its path."""
+    from moma.cli.main import config_to_dict
+    from moma.errors import ConfigError
+
+    if cfg.budget not in BUDGETS:
+        raise ConfigError(f"--budget must be one of {sorted(BUDGETS)}, got {cfg.budget!r}")
+    b = BUDGETS[cfg.budget]
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = StageLog(out)
+    data = DataConfig(
+        root=cfg.data_root, batch_size=b.batch_size, subset=b.train_subset, seed=cfg.seed
+    )
+    train = training_stages(cfg, b, out, data)
+    names = [*train, "eval", "report"]
+    wanted = cfg.stages or names
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise ConfigError(f"--stages: unknown stage(s) {unknown}; known: {names}")
+    t_all = time.perf_counter()
+    for i, name in enumerate(names, 1):
+        if name not in wanted:
+            continue
+        tag = f"[{i}/{len(names)}] {name}"
+        if stages.done(name) and name != "report":
+            log.info("%s: done earlier, skipped", tag)
+            continue
+        t0 = time.perf_counter()
+        if name in train:
+            role, make, run = train[name]
+            run_cfg = make()
+            res = run(run_cfg)
+            wall = time.perf_counter() - t0
+            images = res.global_step * b.batch_size
+            stages.add(
+                name, wall, done=not res.interrupted, role=role, steps=res.global_step,
+                images_processed=images, config=config_to_dict(run_cfg),
+            )  # fmt: skip
+            if res.interrupted:
+                log.warning("%s interrupted; re-run the same command to resume", tag)
+                return out
+            log.info("%s: finished in %s (%d steps, %d images)", tag, _fmt(wall), res.global_step, images)
+        elif name == "eval":
+            n = run_evals(cfg, b, out, data, train)
+            stages.add(name, time.perf_counter() - t0, done=True, evaluations=n)
+            log.info("%s: finished in %s (%d evaluations)", tag, _fmt(time.perf_counter() - t0), n)
+        else:
+            report = write_report(cfg, b, out, stages)
+            stages.add(name, time.perf_counter() - t0, done=True)
+            log.info("%s: %s written", tag, report)
+    log.info("quickstart (%s) finished in %s; report: %s", cfg.budget, _fmt(time.perf_counter() - t_all), out / "report.md")
+    return out / "report.md"
+
+
+def run_evals(cfg: QuickstartConfig, b: Budget, out: Path, data: DataConfig, train: dict) -> int:
+    """kNN and linear probe of baselines, teachers and students (finished ones are skipped)."""
+    from moma.eval.run import run_eval
+
+    eval_dir = out / "eval"
+    models: list[tuple[str, str, str, BackboneConfig | None]] = [
+        ("raw-pixels", "raw-pixels", "baseline", None),
+        ("random-init", "random-init", "baseline", b.teacher),
+    ]
+    for name, (role, _, _) in train.items():
+        models.append((name, str(out / name / "backbone.safetensors"), role, None))
+    n = 0
+    for name, spec, role, bb_cfg in models:
+        for protocol in ("knn", "linear"):
+            label = f"knn-k{b.knn_k[0]}" if protocol == "knn" else "linear"
+            if (eval_dir / "results" / f"{label}-{name}.json").exists():
+                continue
+            overrides = {"k": b.knn_k} if protocol == "knn" else {"epochs": b.linear_epochs}
+            if protocol == "linear":
+                overrides["cache_dir"] = str(eval_dir / "feature_cache")
+            recs = run_eval(
+                protocol, spec, data, eval_dir, name, role, backbone_cfg=bb_cfg, seed=cfg.seed,
+                extras=_compute_extras(out, name), **overrides,
+            )  # fmt: skip
+            for label, rec in recs.items():
+                log.info("  %-22s %-9s %.2f%%", name, label, rec["value"])
+            n += 1
+    return n
+
+
+def _compute_extras(out: Path, name: str) -> dict:
+    """The training compute of a model, shown next to its accuracy in the report."""
+    stages = StageLog(out).data.get(name)
+    if not stages:
+        return {}
+    return {"train_images": stages.get("images_processed"), "train_wall_s": stages.get("wall_time_s")}
+
+
+def write_report(cfg: QuickstartConfig, b: Budget, out: Path, stages: StageLog) -> Path:
+    """``OUT/report.md``: the results table and plots, then the settings and stage costs."""
+    from moma.report import build_report
+    from moma.report.table import format_table
+    from moma.report.gather import load_results
+
+    path = build_report([out], out, title=f"moma quickstart ({cfg.budget})")
+    lines = ["", "## Stages (compute)", "", "| stage | steps | images processed | wall time |",
+             "| --- | ---: | ---: | ---: |"]  # fmt: skip
+    for name, rec in stages.data.items():
+        lines.append(
+            f"| {name} | {rec.get('steps', '')} | {rec.get('images_processed', '')} | "
+            f"{_fmt(rec.get('wall_time_s', 0.0))} |"
+        )
+    settings = {k: v for k, v in dataclasses.asdict(b).items()}
+    lines += ["", "## Settings", "", f"budget `{cfg.budget}`, precision `{cfg.precision}`, seed {cfg.seed}",
+              "", "```json", json.dumps(settings, indent=1), "```", ""]  # fmt: skip
+    with open(path, "a") as f:
+        f.write("\n".join(lines))
+    sys.stdout.write(format_table(load_results([out])) + "\n")
+    return path
