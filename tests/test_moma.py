@@ -23,6 +23,16 @@ TINY = BackboneConfig(
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: with 2 intra-op threads on 2 busy shared cores, OpenMP barriers make these
+    steps ~20x slower (measured); one thread is as fast when the machine is idle."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def vit(**kw):
     cfg = copy.copy(TINY)
     for k, v in kw.items():

@@ -1,14 +1,14 @@
 """A 2-process DDP MOMA run (CPU, gloo) completes and its student loads with load_backbone.
 
 Lightning's ``ddp`` launcher re-executes the current command for each extra process
-(DESIGN.md section 6), so the run is a subprocess: a small script that parses its arguments
-exactly as ``moma distill`` does (same parser, same config class) and calls ``run_moma``.
+(DESIGN.md section 6), so the run is the ``moma distill`` command in a subprocess.
 """
 
+import dataclasses
+import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -24,19 +24,6 @@ TINY = BackboneConfig(
     arch="vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2
 )
 REPO = Path(__file__).resolve().parents[1]
-
-SCRIPT = textwrap.dedent(
-    """
-    import sys
-    import torch
-    from moma.cli.main import command_parser, to_config
-    from moma.methods.moma import MomaRunConfig, run_moma
-
-    torch.set_num_threads(1)
-    parser = command_parser(MomaRunConfig, "moma distill", "")
-    run_moma(to_config(MomaRunConfig, parser, parser.parse_args(sys.argv[1:])))
-    """
-)
 
 
 def _image_folder(root: Path, per_class: int = 8) -> Path:
@@ -57,11 +44,11 @@ def test_ddp_two_processes(tmp_path):
     torch.save(TINY.build().state_dict(), teacher)
     data = _image_folder(tmp_path / "images")
     out = tmp_path / "run"
-    script = tmp_path / "distill.py"
-    script.write_text(SCRIPT)
     args = [
         sys.executable,
-        str(script),
+        "-m",
+        "moma.cli.main",
+        "distill",
         "--config",
         str(REPO / "configs/moma/fashion_mnist_mocov3_to_mae.yaml"),
         "--data.dataset",
@@ -71,11 +58,11 @@ def test_ddp_two_processes(tmp_path):
         "--data.batch_size",
         "4",
         "--teachers",
-        f'[{{"path": "{teacher}", "name": "t", "format": "timm"}}]',
+        json.dumps([{"path": str(teacher), "name": "t", "format": "timm"}]),
         "--student.init",
         "random",
         "--student.backbone",
-        str(TINY.__dict__).replace("'", '"').replace("None", "null"),
+        json.dumps(dataclasses.asdict(TINY)),
         "--trainer.out_dir",
         str(out),
         "--trainer.max_steps",

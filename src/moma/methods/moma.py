@@ -152,8 +152,11 @@ def _default_trainer() -> TrainerConfig:
 class MomaRunConfig:
     """Everything ``moma distill`` takes (``--config file.yaml`` + dotted overrides).
 
-    Teachers are a list: on the command line ``--teachers '[{"path": "a.pth", "name": "mae"},
-    {"path": "b.pth.tar", "format": "mocov3"}]'`` replaces the list of a config file.
+    Teachers are a list. On the command line ``--teachers.path P`` changes the last teacher;
+    ``--teachers '[{"path": "a.pth", "name": "mae"}, {"path": "b.pth.tar", "format": "mocov3"}]'``
+    (JSON) updates a config file's list item by item when it has as many items (fields left
+    out keep the file's values) and replaces it otherwise; ``--teachers+ '{"path": ...}'``
+    appends a teacher (jsonargparse's list rules).
     """
 
     data: DataConfig = field(default_factory=DataConfig)
