@@ -33,24 +33,44 @@ def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     existed = path.exists()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
+    out: _WriteRecorder | None = None
     try:
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            out = _WriteRecorder(f)
+            write(out)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as e:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        why = "disk full" if e.errno == errno.ENOSPC else e.strerror or str(e)
+        # torch.save may replace a write's OSError (disk full) by its own RuntimeError
+        err = e if isinstance(e, OSError) else (out.error if out is not None else None)
+        if err is None:
+            raise
+        why = "disk full" if err.errno == errno.ENOSPC else err.strerror or str(err)
         kept = "the previous file is intact" if existed else "nothing was written"
         raise CheckpointError(f"could not write {path}: {why}; {kept}") from e
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
     return path
+
+
+class _WriteRecorder:
+    """A file proxy that remembers the OSError a ``write`` raised (and raises it on)."""
+
+    def __init__(self, f) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._f, name)
 
 
 def stale_temp_files(folder: str | Path) -> list[Path]:
