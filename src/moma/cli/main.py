@@ -8,14 +8,20 @@ The Python API takes the same config objects: ``run_fn(ConfigClass(...))``.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib
 import logging
 import os
+import re
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from moma.errors import MomaError
+
+# OS errors a user's environment causes: printed as one line, never as a traceback.
+_USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
 
 # subcommand path -> (module, config class, run function, help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str, str, str]] = {
@@ -103,8 +109,9 @@ def build_parser():
             continue
         if path[0] not in groups:
             group = ArgumentParser(prog=f"moma {path[0]}", exit_on_error=False)
-            groups[path[0]] = (group, group.add_subcommands(dest="command", required=True))
+            # jsonargparse: a parser must join its parent before it gets subcommands itself
             subs.add_subcommand(path[0], group, help=f"{path[0]} subcommands")
+            groups[path[0]] = (group, group.add_subcommands(dest="command", required=True))
         groups[path[0]][1].add_subcommand(path[1], parser, help=help_)
     return root
 
@@ -146,6 +153,45 @@ def _plain(x: Any) -> Any:
     return x
 
 
+def parse_error_message(err: BaseException, argv: list[str]) -> str:
+    """A jsonargparse error as one line; an unknown key found in a ``--config`` file names it."""
+    text = " ".join(str(err).split()) or "invalid arguments"
+    m = re.search(r"does not accept option '([^']+)'", text)
+    if m:
+        files = [f for f in _config_files(argv) if _has_key(f, m.group(1))]
+        if files:
+            return f"{files[-1]}: unknown option '{m.group(1)}' ({text})"
+    return text
+
+
+def _config_files(argv: list[str]) -> list[str]:
+    files = []
+    for i, a in enumerate(argv):
+        if a == "--config" and i + 1 < len(argv):
+            files.append(argv[i + 1])
+        elif a.startswith("--config="):
+            files.append(a.split("=", 1)[1])
+    return files
+
+
+def _has_key(path: str, dotted: str) -> bool:
+    """Whether the YAML file ``path`` holds the dotted key (flat or nested)."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            node = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return False
+    if isinstance(node, dict) and dotted in node:
+        return True
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``moma`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -158,8 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ns = parser.parse_args(argv)
         except Exception as e:  # jsonargparse.ArgumentError: unknown key, bad type ...
-            msg = str(e).strip().splitlines()
-            raise MomaError(msg[0] if msg else "invalid arguments") from None
+            raise MomaError(parse_error_message(e, argv)) from None
         path, sub_ns = _selected(ns)
         cfg_cls, run = _resolve(path)
         sub_parser = command_parser(cfg_cls, "moma " + " ".join(path), "")
@@ -170,10 +215,24 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(sub_parser.dump(clean, skip_validation=True))
             return 0
         cfg = to_config(cfg_cls, sub_parser, sub_ns)
-        run(cfg)
+        result = run(cfg)
+        sig = getattr(result, "stop_signal", None)
+        if sig:  # a training run stopped on SIGTERM/SIGINT after saving its checkpoint
+            name = signal.Signals(sig).name
+            sys.stderr.write(
+                f"moma: stopped by {name} at step {result.global_step}; checkpoint "
+                f"{result.checkpoint} saved; re-run the same command to resume\n"
+            )
+            return 128 + int(sig)
         return 0
     except MomaError as e:
         sys.stderr.write(f"moma: error: {e}\n")
+        return 2
+    except OSError as e:
+        if e.errno not in _USER_OS_ERRORS:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        sys.stderr.write(f"moma: error: {where}{e.strerror or e}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("moma: interrupted\n")
