@@ -3,8 +3,9 @@ import os
 import pytest
 import torch
 
-# Two cores: one intra-op thread per test process keeps parallel helpers and CI predictable.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One intra-op thread: tiny test models are overhead-bound, and a second thread only
+# contends with the DDP subprocesses some tests start (measured ~3x slower with 2).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

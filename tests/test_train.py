@@ -1,20 +1,29 @@
 """The training engine: resume continues the step count and the lr schedule; guards."""
 
+import json
+import socket
+
 import pytest
 import torch
+from toy import ToyData, ToyMethod
 
 from moma.errors import TrainingError
 from moma.train import TrainerConfig, fit, last_checkpoint
 from moma.train.lock import RunLock
 from moma.train.metrics import read_metrics
-from toy import ToyData, ToyMethod
 
 pytest.importorskip("moma.models.export")
 
 
 def _cfg(out, **kw):
-    base = dict(out_dir=str(out), max_steps=12, precision="32-true", ckpt_every_n_steps=4,
-                progress_bar=False, log_every_n_steps=1)
+    base = dict(
+        out_dir=str(out),
+        max_steps=12,
+        precision="32-true",
+        ckpt_every_n_steps=4,
+        progress_bar=False,
+        log_every_n_steps=1,
+    )
     base.update(kw)
     return TrainerConfig(**base)
 
@@ -80,7 +89,7 @@ def test_lock_refuses_a_second_live_run(tmp_path):
     p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         (tmp_path / ".moma.lock").write_text(
-            '{"pid": %d, "host": "%s"}' % (p.pid, __import__("socket").gethostname())
+            json.dumps({"pid": p.pid, "host": socket.gethostname()})
         )
         with pytest.raises(TrainingError, match="in use by process"):
             RunLock(tmp_path).acquire()

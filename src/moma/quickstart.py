@@ -196,7 +196,9 @@ def run_quickstart(cfg: QuickstartConfig) -> Path:
             if res.interrupted:
                 log.warning("%s interrupted; re-run the same command to resume", tag)
                 return out
-            log.info("%s: finished in %s (%d steps, %d images)", tag, _fmt(wall), res.global_step, images)
+            log.info(
+                "%s: finished in %s (%d steps, %d images)", tag, _fmt(wall), res.global_step, images
+            )
         elif name == "eval":
             n = run_evals(cfg, b, out, data, train)
             stages.add(name, time.perf_counter() - t0, done=True, evaluations=n)
@@ -205,7 +207,12 @@ def run_quickstart(cfg: QuickstartConfig) -> Path:
             report = write_report(cfg, b, out, stages)
             stages.add(name, time.perf_counter() - t0, done=True)
             log.info("%s: %s written", tag, report)
-    log.info("quickstart (%s) finished in %s; report: %s", cfg.budget, _fmt(time.perf_counter() - t_all), out / "report.md")
+    log.info(
+        "quickstart (%s) finished in %s; report: %s",
+        cfg.budget,
+        _fmt(time.perf_counter() - t_all),
+        out / "report.md",
+    )
     return out / "report.md"
 
 
@@ -244,14 +251,17 @@ def _compute_extras(out: Path, name: str) -> dict:
     stages = StageLog(out).data.get(name)
     if not stages:
         return {}
-    return {"train_images": stages.get("images_processed"), "train_wall_s": stages.get("wall_time_s")}
+    return {
+        "train_images": stages.get("images_processed"),
+        "train_wall_s": stages.get("wall_time_s"),
+    }
 
 
 def write_report(cfg: QuickstartConfig, b: Budget, out: Path, stages: StageLog) -> Path:
     """``OUT/report.md``: the results table and plots, then the settings and stage costs."""
     from moma.report import build_report
-    from moma.report.table import format_table
     from moma.report.gather import load_results
+    from moma.report.table import format_table
 
     path = build_report([out], out, title=f"moma quickstart ({cfg.budget})")
     lines = ["", "## Stages (compute)", "", "| stage | steps | images processed | wall time |",
