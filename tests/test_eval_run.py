@@ -67,3 +67,18 @@ def test_run_eval_on_an_exported_backbone(tmp_path):
     assert rec["backbone"] == str(path) and rec["backbone_sha256"] == sha256_file(path)
     assert rec["train_steps"] == 7 and rec["train_method"] == "mae" and rec["features"] == "cls"
     assert (run / "results" / "knn-k3-mae.json").is_file()
+
+
+def test_knn_and_linear_share_one_feature_extraction(tmp_path, monkeypatch):
+    import moma.eval.features as features
+
+    calls = []
+    real = features.extract_features
+    monkeypatch.setattr(
+        features, "extract_features", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    kw = {"datasets": _datasets(), "backbone_cfg": TINY}
+    run_eval("knn", "random-init", None, tmp_path, "r", "baseline", k=[5], **kw)
+    assert len(calls) == 2  # train + test
+    lin = run_eval("linear", "random-init", None, tmp_path, "r", "baseline", epochs=1, **kw)
+    assert len(calls) == 2 and lin["linear"]["feature_cache_hits"] == 2

@@ -234,8 +234,6 @@ def run_evals(cfg: QuickstartConfig, b: Budget, out: Path, data: DataConfig, tra
             if (eval_dir / "results" / f"{label}-{name}.json").exists():
                 continue
             overrides = {"k": b.knn_k} if protocol == "knn" else {"epochs": b.linear_epochs}
-            if protocol == "linear":
-                overrides["cache_dir"] = str(eval_dir / "feature_cache")
             recs = run_eval(
                 protocol, spec, data, eval_dir, name, role, backbone_cfg=bb_cfg, seed=cfg.seed,
                 extras=_compute_extras(out, name), **overrides,

@@ -68,3 +68,46 @@ def cached_features(
     save_features(path, feats, labels, key_parts)
     log.info("feature cache stored %s %s", path.name, tuple(feats.shape))
     return feats, labels, False
+
+
+def split_features(
+    model,
+    splits: dict[str, object],
+    *,
+    features: str,
+    batch_size: int,
+    precision: str,
+    device=None,
+    cache_dir: Path | None = None,
+    cache_parts: dict | None = None,
+) -> tuple[dict[str, tuple[Tensor, Tensor]], int]:
+    """Frozen features of every split (``{"train": data, "test": data}``), cached on disk.
+
+    kNN and the linear probe share this, so evaluating one backbone with both extracts its
+    features once. ``cache_parts`` identifies the backbone and data (the split, ``features``
+    and ``precision`` are added); without it, or without ``cache_dir``, nothing is cached.
+    Returns ``({split: (feats [N, D], labels [N])}, cache hits)``.
+    """
+    from moma.eval.features import extract_features
+
+    use_cache = cache_dir is not None and cache_parts is not None
+    out: dict[str, tuple[Tensor, Tensor]] = {}
+    hits = 0
+    for split, data in splits.items():
+        parts = {
+            **(cache_parts or {}),
+            "split": split,
+            "features": features,
+            "precision": precision,
+        }
+        feats, labels, hit = cached_features(
+            cache_dir if use_cache else None,
+            parts,
+            lambda data=data: extract_features(
+                model, data, features=features, batch_size=batch_size, precision=precision,
+                device=device,
+            ),
+        )  # fmt: skip
+        hits += int(hit)
+        out[split] = (feats, labels)
+    return out, hits

@@ -25,6 +25,9 @@ class KnnConfig:
         precision: ``bf16`` autocast or full ``32``-bit forwards.
         query_chunk: queries scored at once (memory ~ query_chunk x bank_chunk x 8 bytes).
         bank_chunk: bank rows scored at once; ``None`` = the whole bank.
+        cache_dir: feature cache folder shared with the linear probe; ``None`` =
+            ``<out_dir>/cache/features``.
+        use_cache: read/write the feature cache.
         sim_dtype: ``float64`` computes similarities in double precision and rounds them to
             float32, which makes the result independent of the chunk sizes; ``float32`` is
             faster but may differ in the last bit between chunkings.
@@ -38,6 +41,8 @@ class KnnConfig:
     query_chunk: int = 1024
     bank_chunk: int | None = None
     sim_dtype: Literal["float64", "float32"] = "float64"
+    cache_dir: str | None = None
+    use_cache: bool = True
 
 
 @dataclass

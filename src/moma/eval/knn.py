@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from moma.eval.cache import split_features
 from moma.eval.config import KnnConfig
-from moma.eval.features import default_device, extract_features
+from moma.eval.features import default_device
 
 log = logging.getLogger(__name__)
 
@@ -194,15 +196,22 @@ def knn_eval(
     cfg: KnnConfig | None = None,
     num_classes: int | None = None,
     device: str | torch.device | None = None,
+    cache_dir: Path | None = None,
+    cache_parts: dict | None = None,
 ) -> KnnResult:
-    """Extract frozen features of both splits and run :func:`knn_accuracy` (train = bank).
+    """Extract (or read cached) frozen features of both splits and run :func:`knn_accuracy`.
 
-    Features and the similarity search live on ``device`` (default: CUDA if available).
+    The train split is the memory bank. Features and the similarity search live on
+    ``device`` (default: CUDA if available). ``cache_dir``/``cache_parts`` as in
+    :func:`moma.eval.cache.split_features` (shared with the linear probe).
     """
     cfg = cfg or KnnConfig()
-    kw = {"features": cfg.features, "batch_size": cfg.batch_size, "precision": cfg.precision}
     dev = default_device(device)
-    bank, bank_y = extract_features(model, train_data, device=dev, **kw)
-    queries, query_y = extract_features(model, test_data, device=dev, **kw)
+    splits, _ = split_features(
+        model, {"train": train_data, "test": test_data}, features=cfg.features,
+        batch_size=cfg.batch_size, precision=cfg.precision, device=dev,
+        cache_dir=cache_dir, cache_parts=cache_parts,
+    )  # fmt: skip
+    (bank, bank_y), (queries, query_y) = splits["train"], splits["test"]
     # The similarity search runs on the same device (much faster on a GPU).
     return knn_accuracy(bank.to(dev), bank_y.to(dev), queries.to(dev), query_y, cfg, num_classes)

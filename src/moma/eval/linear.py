@@ -15,9 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from moma.eval.cache import cached_features
+from moma.eval.cache import split_features
 from moma.eval.config import LinearConfig
-from moma.eval.features import extract_features
 
 log = logging.getLogger(__name__)
 
@@ -128,24 +127,11 @@ def linear_eval(
             added here. Without it nothing is cached.
     """
     cfg = cfg or LinearConfig()
-    kw = {"features": cfg.features, "batch_size": cfg.batch_size, "precision": cfg.precision}
-    use_cache = cache_dir is not None and cache_parts is not None and cfg.use_cache
-    hits = 0
-    splits = {}
-    for split, data in (("train", train_data), ("test", test_data)):
-        parts = {
-            **(cache_parts or {}),
-            "split": split,
-            "features": cfg.features,
-            "precision": cfg.precision,
-        }
-        feats, labels, hit = cached_features(
-            cache_dir if use_cache else None,
-            parts,
-            lambda data=data: extract_features(model, data, device=device, **kw),
-        )
-        hits += int(hit)
-        splits[split] = (feats, labels)
+    splits, hits = split_features(
+        model, {"train": train_data, "test": test_data}, features=cfg.features,
+        batch_size=cfg.batch_size, precision=cfg.precision, device=device,
+        cache_dir=cache_dir if cfg.use_cache else None, cache_parts=cache_parts,
+    )  # fmt: skip
     result = train_linear_probe(*splits["train"], *splits["test"], num_classes, cfg, seed)
     result.cache_hits = hits
     return result

@@ -136,10 +136,19 @@ def run_eval(
     }
     more = {**bb.meta, **(extras or {})}
     records: dict[str, dict] = {}
+    # kNN and the linear probe share one feature cache (features extracted once per backbone).
+    cache_dir = None
+    if getattr(cfg, "use_cache", False):
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out_dir / "cache" / "features"
+    parts = {
+        "backbone": bb.identity,
+        "dataset": data_identity(data_cfg),
+        "img_size": _img_size(train),
+    }
     if protocol == "knn":
         from moma.eval.knn import knn_eval
 
-        res = knn_eval(bb.model, train, test, cfg, n_classes, device)
+        res = knn_eval(bb.model, train, test, cfg, n_classes, device, cache_dir, parts)
         wall = time.perf_counter() - t0
         for k, top1 in res.top1.items():
             label = f"knn-k{k}"
@@ -156,12 +165,6 @@ def run_eval(
     elif protocol == "linear":
         from moma.eval.linear import linear_eval
 
-        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out_dir / "cache" / "features"
-        parts = {
-            "backbone": bb.identity,
-            "dataset": data_identity(data_cfg),
-            "img_size": _img_size(train),
-        }
         res = linear_eval(bb.model, train, test, cfg, n_classes, device, cache_dir, parts, seed)
         records["linear"] = make_record(
             value=res.top1,
