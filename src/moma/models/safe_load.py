@@ -87,6 +87,28 @@ def safetensors_metadata(path: str | Path) -> dict[str, str]:
     return dict(meta) if isinstance(meta, dict) else {}
 
 
+def verify_export_sidecar(path: str | Path) -> None:
+    """Refuse a moma export whose bytes differ from the sha256 its ``.json`` sidecar records.
+
+    safetensors checks a file's header, not its tensor bytes; the sidecar written by
+    :func:`moma.models.export.export_backbone` holds the file's sha256. No sidecar: no check.
+    """
+    path = Path(path)
+    side = path.with_suffix(".json")
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(meta, dict) or meta.get("format") != "moma-backbone":
+        return
+    want = meta.get("sha256")
+    if isinstance(want, str) and sha256_file(path) != want:
+        raise CheckpointError(
+            f"{path}: corrupt export: its sha256 differs from the one recorded in {side} "
+            "(damaged, or replaced without its .json); export it again"
+        )
+
+
 def _unsafe_global(err: BaseException) -> str | None:
     """The global a weights-only unpickler refused (None when the error is something else)."""
     m = re.search(r"GLOBAL ([\w.]+)", str(err))
@@ -157,9 +179,11 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict:
         import safetensors.torch
 
         try:
-            return dict(safetensors.torch.load_file(str(path), device="cpu"))
+            sd = dict(safetensors.torch.load_file(str(path), device="cpu"))
         except Exception as e:
             raise _corrupt(path, e) from None
+        verify_export_sidecar(path)
+        return sd
 
     obj, needed = _weights_only_load(path, [])
     if needed is not None and not trust_pickle:
