@@ -9,14 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-import torch
 import yaml
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
 from moma.errors import CheckpointError
 from moma.methods.base import CHECKPOINT_FORMAT_VERSION, SSLMethod
-from moma.models.integrity import verify_digest
+from moma.models.safe_load import read_checkpoint
 from moma.train.atomic import AtomicCheckpointIO, atomic_write, remove_stale_temp_files
 from moma.train.config import TrainerConfig
 from moma.train.guards import RunGuard
@@ -55,15 +54,17 @@ def _resume_path(cfg: TrainerConfig) -> Path | None:
 
 
 def read_run_checkpoint(path: Path, method: str | None = None) -> dict:
-    """Load and validate a moma training checkpoint safely (``weights_only=True``)."""
+    """Load and validate a moma training checkpoint safely (``weights_only=True``).
+
+    Refuses (``CheckpointError``) a truncated or corrupt file (content digest included), a
+    file that needs arbitrary unpickling (named, never run), and another method's checkpoint.
+    """
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, bad pickle opcode, unsafe global ...
+        ckpt = read_checkpoint(path)
+    except CheckpointError as e:
         raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(e).__name__}); it may be truncated "
-            "or corrupt: delete it to start over"
+            f"{e}; to start over, delete it or pass --trainer.resume never"
         ) from None
-    verify_digest(ckpt, path)
     meta = ckpt.get("moma") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path} is not a moma training checkpoint (no 'moma' record)")
