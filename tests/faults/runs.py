@@ -6,6 +6,7 @@ tiny ViT step is ~20x slower with two spinning OpenMP threads than with one.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -49,7 +50,7 @@ def distill_args(
     """``moma distill`` arguments of a tiny, fp32, CPU run (one teacher named ``t``)."""
     return [
         "distill",
-        f'--teachers=[{{"path": "{teacher}", "name": "t"}}]',
+        "--teachers=" + json.dumps([{"path": str(teacher), "name": "t"}]),
         *TINY_STUDENT,
         *data,
         "--data.img_size=16",
@@ -131,8 +132,6 @@ def start_cli(args: list[str], log: Path, cwd: Path | None = None) -> Child:
 
 def start_toy(opts: dict, log: Path) -> Child:
     """Start ``toy_run.py`` (a toy ``fit()`` run, see its docstring) with ``opts``."""
-    import json
-
     return start([str(TOY_RUN), json.dumps(opts)], log)
 
 
