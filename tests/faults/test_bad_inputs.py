@@ -88,7 +88,7 @@ def test_damaged_checkpoint_as_a_real_process(run_copy, tmp_path):
     assert child.wait() == 2
     text = child.text()
     assert TRACEBACK not in text
-    assert text.strip().splitlines()[-1].startswith(f"moma: error: {last_checkpoint(out)} ")
+    assert text.strip().splitlines()[-1].startswith(f"moma: error: {last_checkpoint(out)}: ")
 
 
 @pytest.fixture(scope="module")
