@@ -192,6 +192,19 @@ def _has_key(path: str, dotted: str) -> bool:
     return True
 
 
+def seed_models(cfg: Any) -> None:
+    """Seed every generator with ``trainer.seed`` *before* the run builds its models.
+
+    ``fit`` seeds again before training, but a run builds its model first: without this, a
+    randomly initialised model would depend on whatever drew random numbers earlier.
+    """
+    seed = getattr(getattr(cfg, "trainer", None), "seed", None)
+    if seed is not None:
+        import lightning as L
+
+        L.seed_everything(int(seed), workers=True, verbose=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``moma`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -215,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(sub_parser.dump(clean, skip_validation=True))
             return 0
         cfg = to_config(cfg_cls, sub_parser, sub_ns)
+        seed_models(cfg)
         result = run(cfg)
         sig = getattr(result, "stop_signal", None)
         if sig:  # a training run stopped on SIGTERM/SIGINT after saving its checkpoint
