@@ -43,8 +43,9 @@ class SSLMethod(L.LightningModule):
         """Modules whose parameters the optimiser updates (default: all children)."""
         return [self]
 
-    def after_optimizer_step(self) -> None:
-        """Called after each optimiser step (MoCo v3's momentum update lives here)."""
+    def after_optimizer_step(self, step: int) -> None:
+        """Called right after optimiser step number ``step`` (1-based), before any callback
+        (so a checkpoint holds its effect); MoCo v3's momentum update lives here."""
 
     def check_resume(self, checkpoint: dict) -> None:
         """Refuse to resume from ``checkpoint`` if it belongs to another run (raise CheckpointError)."""
@@ -62,8 +63,11 @@ class SSLMethod(L.LightningModule):
             self.log("train/lr", sched.get_last_lr()[0], batch_size=n)
         return out["loss"]
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self.after_optimizer_step()
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        # Once per real optimiser step (not per accumulated micro-batch); Lightning counts
+        # the step in global_step only after this hook returns.
+        self.after_optimizer_step(self.trainer.global_step + 1)
 
     def global_batch_size(self) -> int:
         """Images per optimiser step over all processes (sets the lr by the scaling rule)."""

@@ -247,21 +247,8 @@ class MoCoV3Method(SSLMethod):
         self._total_steps = int(self.trainer.estimated_stepping_batches)
         self.current_momentum = self.momentum_at(self.trainer.global_step, self._total_steps)
 
-    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
-        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        # Lightning counts this step in global_step only after this hook returns.
-        self.after_optimizer_step(step=self.trainer.global_step + 1)
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # The base class calls after_optimizer_step here, i.e. on every micro-batch and after
-        # the checkpoint callback ran; the EMA update happens in optimizer_step instead, so
-        # a checkpoint always holds the momentum encoder of the step it records.
-        pass
-
-    def after_optimizer_step(self, step: int | None = None) -> None:
+    def after_optimizer_step(self, step: int) -> None:
         """EMA update of the momentum branch with m from the cosine schedule at ``step``."""
-        if step is None:
-            step = self.trainer.global_step
         total = self._total_steps or int(self.trainer.estimated_stepping_batches)
         self.current_momentum = self.momentum_at(step, total)
         self.momentum_update(self.current_momentum)
