@@ -41,14 +41,14 @@ def check_resumed(out: Path, saved_step: int, max_steps: int) -> None:
 
 def test_sigkill_at_a_random_moment_then_resume(tmp_path, distill, rng):
     """``moma distill`` checkpointing every step, killed at a random step and moment."""
-    max_steps = 40
+    max_steps = 100
     out = tmp_path / "run"
     args = distill(out, max_steps=max_steps, ckpt_every=1)
-    kill_after = rng.randrange(2, max_steps - 12)  # a random step, then a random moment in it
+    kill_after = rng.randrange(2, 40)  # a random step, then a random moment in it
     child = start_cli(args, tmp_path / "killed.log")
     try:
         wait_until(lambda: logged_up_to(out) >= kill_after, 240, f"step {kill_after}", child)
-        time.sleep(rng.uniform(0.0, 0.08))
+        time.sleep(rng.uniform(0.0, 0.03))
         child.signal(signal.SIGKILL)
         assert child.wait() == -signal.SIGKILL
     finally:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from faults.runs import TRACEBACK, attempt_steps, start_cli
+from faults.runs import TRACEBACK, attempt_steps, logged_up_to, start_cli, wait_until
 from moma.cli.main import main
 from moma.train import last_checkpoint
 from moma.train.fit import read_run_checkpoint
@@ -17,14 +17,16 @@ from moma.train.fit import read_run_checkpoint
 def test_signal_saves_a_checkpoint_and_stops_cleanly_then_resume_finishes(
     tmp_path, distill, rng, sig
 ):
-    max_steps = 40
+    max_steps = 100
     out = tmp_path / "run"
     # checkpoints far apart: the only checkpoint is the one the signal asks for
     args = distill(out, max_steps=max_steps, ckpt_every=1000)
+    signal_after = rng.randrange(1, 30)  # a random step, then a random moment in it
     child = start_cli(args, tmp_path / "stopped.log")
     try:
         child.wait_for(r"training from step 0")
-        time.sleep(rng.uniform(0.05, 0.6))
+        wait_until(lambda: logged_up_to(out) >= signal_after, 240, f"step {signal_after}", child)
+        time.sleep(rng.uniform(0.0, 0.03))
         child.signal(sig)
         rc = child.wait()
     finally:
