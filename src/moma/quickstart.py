@@ -22,6 +22,7 @@ from typing import Literal
 from moma.data import DataConfig
 from moma.models.vit import BackboneConfig
 from moma.train.atomic import atomic_write
+from moma.train.fit import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +155,12 @@ def training_stages(cfg: QuickstartConfig, b: Budget, out: Path, data: DataConfi
     }  # fmt: skip
 
 
-def run_quickstart(cfg: QuickstartConfig) -> Path:
-    """Run (or resume) every stage and write ``OUT/report.md``; returns its path."""
+def run_quickstart(cfg: QuickstartConfig) -> Path | RunResult:
+    """Run (or resume) every stage and write ``OUT/report.md``; returns its path.
+
+    When a training stage is stopped by SIGTERM/SIGINT (after saving its checkpoint) the
+    stage's :class:`~moma.train.RunResult` is returned instead and later stages do not run.
+    """
     from moma.cli.main import config_to_dict
     from moma.errors import ConfigError
 
@@ -195,7 +200,7 @@ def run_quickstart(cfg: QuickstartConfig) -> Path:
             )  # fmt: skip
             if res.interrupted:
                 log.warning("%s interrupted; re-run the same command to resume", tag)
-                return out
+                return res  # the CLI reports the signal and exits 128 + signal
             log.info(
                 "%s: finished in %s (%d steps, %d images)", tag, _fmt(wall), res.global_step, images
             )
