@@ -31,10 +31,12 @@ log = logging.getLogger(__name__)
 class Budget:
     """How much compute each stage gets. Distillation gets fewer steps than pre-training."""
 
-    teacher_steps: int
+    mae_steps: int
+    mocov3_steps: int  # a MoCo v3 step costs ~6x an MAE step (two full views + momentum)
     distill_steps: int
     batch_size: int
-    train_subset: int | None  # training images used (SSL and the kNN/linear bank)
+    train_subset: int | None  # training images used for pre-training and distillation
+    eval_subset: int | None  # training images in the kNN bank / linear-probe training set
     teacher: BackboneConfig
     student_small: BackboneConfig  # the compact random-init student of mechanism 3
     linear_epochs: int
@@ -52,19 +54,21 @@ def _vit(depth: int, dim: int, heads: int) -> BackboneConfig:
 BUDGETS: dict[str, Budget] = {
     # CI-sized: proves every stage runs; accuracies are not meaningful.
     "smoke": Budget(
-        teacher_steps=30, distill_steps=20, batch_size=64, train_subset=4096,
-        teacher=_vit(2, 64, 2), student_small=_vit(2, 48, 2), linear_epochs=5, knn_k=[20, 200],
-        ckpt_every_n_steps=10,
+        mae_steps=30, mocov3_steps=15, distill_steps=20, batch_size=64, train_subset=4096,
+        eval_subset=4096, teacher=_vit(2, 64, 2), student_small=_vit(2, 48, 2),
+        linear_epochs=5, knn_k=[20, 200], ckpt_every_n_steps=10,
     ),
-    # About 30 minutes on 2 CPU cores.
+    # About 30 minutes on 2 CPU cores (6x192 teachers, a 4x192 compact student).
     "default": Budget(
-        teacher_steps=1400, distill_steps=500, batch_size=256, train_subset=None,
-        teacher=_vit(6, 192, 3), student_small=_vit(4, 192, 3), linear_epochs=30, knn_k=[20, 200],
+        mae_steps=600, mocov3_steps=110, distill_steps=200, batch_size=256, train_subset=None,
+        eval_subset=20000, teacher=_vit(6, 192, 3), student_small=_vit(4, 192, 3),
+        linear_epochs=30, knn_k=[20, 200],
     ),
-    # Real results: an hour or more.
+    # Real results: a few hours on 2 CPU cores, minutes on a GPU.
     "long": Budget(
-        teacher_steps=6000, distill_steps=2000, batch_size=256, train_subset=None,
-        teacher=_vit(6, 192, 3), student_small=_vit(4, 192, 3), linear_epochs=60, knn_k=[20, 200],
+        mae_steps=4000, mocov3_steps=800, distill_steps=1200, batch_size=256,
+        train_subset=None, eval_subset=None, teacher=_vit(6, 192, 3),
+        student_small=_vit(4, 192, 3), linear_epochs=60, knn_k=[20, 200],
         ckpt_every_n_steps=200,
     ),
 }  # fmt: skip
@@ -117,27 +121,36 @@ def _trainer(cfg: QuickstartConfig, b: Budget, out: Path, steps: int):
 
 
 def training_stages(cfg: QuickstartConfig, b: Budget, out: Path, data: DataConfig) -> dict:
-    """name -> (role, run config builder, run function) of the five training stages."""
+    """name -> (role, run config builder, run function) of the five training stages.
+
+    Learning rates are raised from the papers' base_lr (set for batches of 4096 and hundreds
+    of epochs) because these runs are short: lr = base_lr * 256 / 256.
+    """
     from moma.methods.mae import MAERunConfig, run_mae
-    from moma.methods.mocov3 import MoCoV3RunConfig, run_mocov3
+    from moma.methods.mocov3 import MoCoV3RunConfig, mocov3_optim, run_mocov3
     from moma.methods.moma import MomaRunConfig, StudentConfig, TeacherConfig, run_moma
+    from moma.methods.optim import OptimConfig
 
     mae_w = str(out / "mae" / "backbone.safetensors")
     moco_w = str(out / "mocov3" / "backbone.safetensors")
 
     def distill(name: str, teachers: list[TeacherConfig], student: StudentConfig):
+        # A pre-trained student starts closer to its targets than a random one.
+        lr = 1e-3 if student.init == "random" else 5e-4
         return lambda: MomaRunConfig(
-            data=data, teachers=teachers, student=student,
+            data=data, teachers=teachers, student=student, optim=OptimConfig(base_lr=lr),
             trainer=_trainer(cfg, b, out / name, b.distill_steps),
         )  # fmt: skip
 
     return {
         "mae": ("teacher", lambda: MAERunConfig(
-            data=data, backbone=b.teacher, trainer=_trainer(cfg, b, out / "mae", b.teacher_steps)
+            data=data, backbone=b.teacher, optim=OptimConfig(base_lr=1.5e-3),
+            trainer=_trainer(cfg, b, out / "mae", b.mae_steps),
         ), run_mae),
         "mocov3": ("teacher", lambda: MoCoV3RunConfig(
             data=data, backbone=b.teacher,
-            trainer=_trainer(cfg, b, out / "mocov3", b.teacher_steps),
+            optim=dataclasses.replace(mocov3_optim(), base_lr=1e-3, warmup_fraction=0.1),
+            trainer=_trainer(cfg, b, out / "mocov3", b.mocov3_steps),
         ), run_mocov3),
         "moma_mocov3_to_mae": ("student", distill(
             "moma_mocov3_to_mae", [TeacherConfig(path=moco_w, name="mocov3")],
@@ -226,6 +239,7 @@ def run_evals(cfg: QuickstartConfig, b: Budget, out: Path, data: DataConfig, tra
     from moma.eval.run import run_eval
 
     eval_dir = out / "eval"
+    data = dataclasses.replace(data, subset=b.eval_subset)
     models: list[tuple[str, str, str, BackboneConfig | None]] = [
         ("raw-pixels", "raw-pixels", "baseline", None),
         ("random-init", "random-init", "baseline", b.teacher),
