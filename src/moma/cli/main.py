@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if ("-v" in argv or "--verbose" in argv) else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if "-v" not in argv and "--verbose" not in argv:
+        # Lightning's start-up banner (accelerator lines, advertising tips) is noise here.
+        logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     try:
         parser = build_parser()
         try:
