@@ -38,7 +38,7 @@ def test_quickstart_smoke_runs_every_stage_and_resumes(tmp_path):
     assert "## Stages (compute)" in report
     results = {p.name for p in (out / "eval" / "results").glob("*.json")}
     assert len(results) == len(MODELS) * 3  # knn-k20, knn-k200, linear
-    for png in ("accuracy.png", "loss_curves.png"):
+    for png in ("accuracy.png", "loss_curves.png", "attention_maps.png"):
         assert (out / png).stat().st_size > 5000
     table = r.stdout
     assert "| baseline | raw-pixels |" in table

@@ -280,7 +280,9 @@ def write_report(cfg: QuickstartConfig, b: Budget, out: Path, stages: StageLog) 
     from moma.report.gather import load_results
     from moma.report.table import format_table
 
-    path = build_report([out], out, title=f"moma quickstart ({cfg.budget})")
+    path = build_report(
+        [out], out, title=f"moma quickstart ({cfg.budget})", data_cfg=DataConfig(root=cfg.data_root)
+    )  # data_cfg: test images for the CLS attention maps
     lines = ["", "## Stages (compute)", "", "| stage | steps | images processed | wall time |",
              "| --- | ---: | ---: | ---: |"]  # fmt: skip
     for name, rec in stages.data.items():
