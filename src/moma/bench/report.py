@@ -108,6 +108,8 @@ def epoch_table(epochs: list[dict]) -> list[str]:
 def render(result: dict) -> str:
     """The whole report: machine, command, one table per size preset, targets, epochs."""
     out = ["# moma bench", "", f"Command: `{result['command']}`", ""]
+    if not result.get("complete", True):
+        out += ["**Partial results: the run has not finished (or was cut short).**", ""]
     out += machine_lines(result["machine"])
     out += [
         "",

@@ -248,16 +248,21 @@ def steps_set(args: tuple, groups: list[str], mask_ratio: float) -> list[Case]:
 
 
 def preset_rows(
-    p: SizePreset, cfg: BenchConfig, groups: list[str], precisions: list[str], device
-) -> list[dict]:
-    """All rows of one size preset."""
+    p: SizePreset,
+    cfg: BenchConfig,
+    groups: list[str],
+    precisions: list[str],
+    device: torch.device,
+    rows: list[dict],
+    save: Callable[[], None] = lambda: None,
+) -> None:
+    """Append the rows of one size preset to ``rows``, calling ``save`` after each set."""
     batch = int(cfg.batch_size or p.batch_size)
     steps = int(cfg.steps or p.steps)
     warmup = int(p.warmup if cfg.warmup is None else cfg.warmup)
     sweep = _DEFAULT_SWEEPS.get(p.name, []) if cfg.batch_sweep is None else cfg.batch_sweep
     sweep = [int(b) for b in sweep if int(b) != batch]
     seed = int(cfg.seed)
-    rows: list[dict] = []
     log.info("size %s: batch %d, %d steps after %d warm-up", p.name, batch, steps, warmup)
     for prec in precisions:
         args = (p, prec, batch, device, seed)
@@ -278,6 +283,7 @@ def preset_rows(
         for build in sets:
             rows += measure_set(build(), p.name, steps, warmup, device)
             gc.collect()
+            save()
     if "data" in groups:
         cases = data_cases(
             p.img_size,
@@ -290,7 +296,7 @@ def preset_rows(
             seed,
         )
         rows += measure_each(cases, p.name, max(steps, 10), max(warmup, 2), device)
-    return rows
+        save()
 
 
 def peak_rows(precisions: list[str], device: torch.device, n: int, when: str) -> list[dict]:
@@ -359,30 +365,43 @@ def run_bench(cfg: BenchConfig) -> dict:
     log.info("bench on %s, %s, %d torch threads", machine["device"], machine["cpu"],
              machine["threads"])  # fmt: skip
 
-    rows = peak_rows(precisions, device, int(cfg.matmul_size), "start")
-    for p in presets:
-        rows += preset_rows(p, cfg, groups, precisions, device)
-    rows += peak_rows(precisions, device, int(cfg.matmul_size), "end")
-    machine["load_end"] = _load()
-    peaks = best_peaks(rows)
-    for r in rows:
-        if r.get("achieved_tflops") is not None and r["precision"] in peaks:
-            r["peak_fraction"] = r["achieved_tflops"] / peaks[r["precision"]]
-
-    result = {
-        "command": command_line(cfg),
-        "machine": machine,
-        "config": dataclasses.asdict(cfg),
-        "peaks_tflops": peaks,
-        "rows": rows,
-        "targets": check_targets(rows, presets, precisions),
-        "epochs": epoch_costs(rows, presets, precisions),
-    }
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    markdown = render(result)
-    (out / "bench.md").write_text(markdown)
-    (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+
+    def result_of(rows: list[dict], complete: bool) -> dict:
+        peaks = best_peaks(rows)
+        for r in rows:
+            if r.get("achieved_tflops") is not None and r["precision"] in peaks:
+                r["peak_fraction"] = r["achieved_tflops"] / peaks[r["precision"]]
+        return {
+            "command": command_line(cfg),
+            "complete": complete,
+            "machine": machine,
+            "config": dataclasses.asdict(cfg),
+            "peaks_tflops": peaks,
+            "rows": rows,
+            "targets": check_targets(rows, presets, precisions),
+            "epochs": epoch_costs(rows, presets, precisions),
+        }
+
+    def write(result: dict) -> str:
+        markdown = render(result)
+        (out / "bench.md").write_text(markdown)
+        (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+        return markdown
+
+    rows = peak_rows(precisions, device, int(cfg.matmul_size), "start")
+
+    def save() -> None:
+        """Partial results after every set: a run cut short still leaves what it measured."""
+        write(result_of(rows, complete=False))
+
+    for p in presets:
+        preset_rows(p, cfg, groups, precisions, device, rows, save)
+    rows += peak_rows(precisions, device, int(cfg.matmul_size), "end")
+    machine["load_end"] = _load()
+    result = result_of(rows, complete=True)
+    markdown = write(result)
     print(markdown, end="")
     log.info("wrote %s and %s", out / "bench.md", out / "bench.json")
     return result
