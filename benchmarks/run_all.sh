@@ -22,4 +22,6 @@ uptime
 "$MOMA" bench --sizes fmnist --precision both --device "$DEVICE" --out_dir "$OUT/fmnist"
 # 224 px ViT-Ti/S/B (ViT-B/16 teachers, ViT-S/16 student), batch 16, 3 timed steps.
 "$MOMA" bench --sizes 224 --precision both --device "$DEVICE" --out_dir "$OUT/224"
+# The 224 px teacher forwards alone, 5 timed steps (a short run that fits a quiet moment).
+"$MOMA" bench --sizes 224 --groups '[teacher]' --steps 5 --device "$DEVICE" --out_dir "$OUT/224-teachers"
 uptime
