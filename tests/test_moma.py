@@ -124,7 +124,11 @@ def test_two_teachers_smaller_student_weighted_sum():
     big = vit(embed_dim=64, depth=3, num_heads=4)
     wide = vit(embed_dim=48, num_heads=3)
     student = vit(embed_dim=16, depth=1, num_heads=1)  # smaller in width, depth and heads
-    method = MomaMethod([Teacher(big, "big", 1.0), Teacher(wide, "wide", 0.25)], student)
+    method = MomaMethod(
+        [Teacher(big, "big", 1.0), Teacher(wide, "wide", 0.25)],
+        student,
+        MomaConfig(targets="cls+patch"),
+    )
     assert len(method.projectors) == 2
     assert method.projectors[0](torch.zeros(2, 3, 16)).shape == (2, 3, 64)
     assert method.projectors[1](torch.zeros(2, 3, 16)).shape == (2, 3, 48)
@@ -148,12 +152,13 @@ def test_single_target_kind(targets):
 
 def test_grid_mismatch_resamples_or_refuses():
     coarse = vit(patch_size=8)  # 2x2 grid on 16px, the student has 4x4
-    method = MomaMethod([Teacher(coarse, "t")], vit(), MomaConfig(mask_ratio=0.5))
+    both = MomaConfig(mask_ratio=0.5, targets="cls+patch")
+    method = MomaMethod([Teacher(coarse, "t")], vit(), both)
     targets = method._forward_teacher(imgs())
     assert targets[0].patches.shape == (4, 16, 32)
     assert torch.isfinite(method.shared_step((imgs(), None))["loss"])
     big_input = vit(img_size=32, patch_size=8)  # same 4x4 grid, but 32px input
-    method = MomaMethod([Teacher(big_input, "t")], vit(), MomaConfig(mask_ratio=0.5))
+    method = MomaMethod([Teacher(big_input, "t")], vit(), both)
     assert torch.isfinite(method.shared_step((imgs(), None))["loss"])
     for teacher in (coarse, big_input):
         with pytest.raises(ConfigError, match="grid_mismatch resample"):

@@ -28,7 +28,7 @@ def machine_lines(machine: dict) -> list[str]:
         ("threads", "torch threads"),
         ("torch", "torch"),
         ("timm", "timm"),
-        ("fused_attn", "timm fused attention"),
+        ("fused_attn", "timm fused attention (SDPA)"),
         ("omp", "OMP_WAIT_POLICY"),
         ("date", "date"),
         ("load_start", "load average (1/5/15 min) at start"),

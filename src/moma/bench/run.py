@@ -9,6 +9,7 @@ Writes ``OUT/bench.md`` (also printed) and ``OUT/bench.json``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import gc
@@ -16,7 +17,7 @@ import json
 import logging
 import os
 import platform
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from moma.bench.report import render
 from moma.bench.targets import check_targets, epoch_costs
 from moma.bench.timing import Timing, time_interleaved, time_steps
 from moma.errors import ConfigError
+from moma.models.attention import use_fused_attention
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,8 @@ class BenchConfig:
         data_workers: DataLoader workers of the streaming image-folder pipeline.
         matmul_size: side of the square matmul that measures the peak.
         seed: seed of the random inputs and data order.
+        attention: timm attention kernel of every model built: ``auto`` (fused SDPA on a GPU,
+            plain softmax on the CPU, as training and evaluation choose), ``fused`` or ``math``.
     """
 
     sizes: str = "fmnist"
@@ -87,6 +91,7 @@ class BenchConfig:
     data_workers: int = 2
     matmul_size: int = 2048
     seed: int = 0
+    attention: str = "auto"
 
 
 _DEFAULT_SWEEPS = {"fmnist": [32, 64, 128], "224": [4, 8], "tiny": []}
@@ -348,16 +353,34 @@ def command_line(cfg: BenchConfig) -> str:
     return " ".join(parts)
 
 
+@contextlib.contextmanager
+def _timm_attention(fused: bool) -> Iterator[None]:
+    """timm's default attention kernel for the models built inside the block."""
+    from timm.layers import set_fused_attn, use_fused_attn
+
+    before = use_fused_attn()
+    set_fused_attn(fused)
+    try:
+        yield
+    finally:
+        set_fused_attn(before)
+
+
 def run_bench(cfg: BenchConfig) -> dict:
     """Run the benchmark, write ``OUT/bench.md`` and ``OUT/bench.json``, print the table.
 
     Returns the result: ``command``, ``machine``, ``config``, ``rows`` (one per case),
     ``targets`` and ``epochs``.
     """
+    device = resolve_device(cfg.device)
+    with _timm_attention(use_fused_attention(device, cfg.attention)):
+        return _run_bench(cfg, device)
+
+
+def _run_bench(cfg: BenchConfig, device: torch.device) -> dict:
     groups = _check(cfg)
     precisions = precisions_of(cfg.precision)
     presets = get_presets(cfg.sizes)
-    device = resolve_device(cfg.device)
     if cfg.threads is not None:
         torch.set_num_threads(int(cfg.threads))
     torch.manual_seed(int(cfg.seed))

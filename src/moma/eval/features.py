@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from moma.errors import ConfigError
+from moma.models.attention import attention_kernel
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,8 @@ def extract_features(
     feats: list[Tensor] = []
     labels: list[Tensor] = []
     try:
-        with torch.inference_mode(), autocast_context(dev, precision):
+        # attention_kernel: the device's faster attention path (moma.models.attention)
+        with torch.inference_mode(), autocast_context(dev, precision), attention_kernel(model, dev):
             for x, y in iterate_batches(dataset_or_loader, batch_size, dev):
                 f = pool_tokens(model, x, features)  # [B, D]
                 feats.append(f.float().cpu())

@@ -32,3 +32,6 @@ class TrainerConfig:
     )
     progress_bar: bool = True
     deterministic: bool = False
+    # timm attention kernel: "auto" (fused SDPA on a GPU, plain softmax(QK^T)V on the CPU,
+    # where it is faster in bf16: moma.models.attention), "fused" or "math".
+    attention: str = "auto"

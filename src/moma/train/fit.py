@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from moma.errors import CheckpointError
 from moma.methods.base import CHECKPOINT_FORMAT_VERSION, SSLMethod
+from moma.models.attention import set_attention, use_fused_attention
 from moma.models.safe_load import read_checkpoint
 from moma.train.atomic import AtomicCheckpointIO, atomic_write, remove_stale_temp_files
 from moma.train.config import TrainerConfig
@@ -87,6 +88,19 @@ def _mismatch(err: Exception, show: int = 2) -> str:
     return " ".join(text.split())[:400] or str(err).splitlines()[0]
 
 
+class AttentionKernel(L.Callback):
+    """Picks the attention kernel of every timm ViT in the module once it is on its device."""
+
+    def __init__(self, mode: str) -> None:
+        use_fused_attention("cpu", mode)  # a bad mode fails before training starts
+        self.mode = mode
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        n = len(set_attention(pl_module, pl_module.device, self.mode))
+        fused = use_fused_attention(pl_module.device, self.mode)
+        log.debug("%d attention layers: %s", n, "fused SDPA" if fused else "plain softmax")
+
+
 def build_trainer(cfg: TrainerConfig, guard: RunGuard, out_dir: Path) -> L.Trainer:
     """The Lightning Trainer for a moma run."""
     # One CSV per attempt (logs/version_N/metrics.csv): Lightning's CSV logger would
@@ -101,7 +115,7 @@ def build_trainer(cfg: TrainerConfig, guard: RunGuard, out_dir: Path) -> L.Train
         loggers.append(TensorBoardLogger(save_dir=str(out_dir), name="tb"))
     except ImportError:
         pass
-    callbacks: list[L.Callback] = [guard]
+    callbacks: list[L.Callback] = [guard, AttentionKernel(cfg.attention)]
     if cfg.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 25))
     return L.Trainer(
