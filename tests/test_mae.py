@@ -251,3 +251,27 @@ def test_cli_print_config(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "mask_ratio: 0.75" in out and "max_steps: 7" in out and "norm_pix_loss: true" in out
+
+
+def test_python_api_run_seeds_before_building_the_model(monkeypatch, tmp_path):
+    """``run_mae(cfg)`` from Python: the initial weights depend on ``trainer.seed`` alone,
+    not on what drew random numbers before (the CLI used to be the only one to seed)."""
+    from types import SimpleNamespace
+
+    import moma.train
+    from moma.methods.mae import run_mae
+
+    seen = []
+
+    def fake_fit(module, datamodule, trainer_cfg, config):
+        seen.append(torch.cat([p.detach().flatten() for p in module.parameters()]))
+        return SimpleNamespace(export=None)
+
+    monkeypatch.setattr(moma.train, "fit", fake_fit)
+    cfg = MAERunConfig(backbone=TINY, mae=SMALL, trainer=_trainer(tmp_path, seed=3))
+    for earlier in (1, 2):
+        torch.manual_seed(earlier)
+        run_mae(cfg)
+    cfg.trainer.seed = 4
+    run_mae(cfg)
+    assert torch.equal(seen[0], seen[1]) and not torch.equal(seen[0], seen[2])

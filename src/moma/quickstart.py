@@ -58,13 +58,14 @@ BUDGETS: dict[str, Budget] = {
         eval_subset=4096, teacher=_vit(2, 64, 2), student_small=_vit(2, 48, 2),
         linear_epochs=5, knn_k=[20, 200], ckpt_every_n_steps=10,
     ),
-    # About 30 minutes on 2 CPU cores (6x192 teachers, a 4x192 compact student).
+    # About 25 minutes on 2 idle CPU cores (measured 24m59s; RESULTS.md); 6x192 teachers, a
+    # 4x192 compact student.
     "default": Budget(
         mae_steps=600, mocov3_steps=110, distill_steps=200, batch_size=256, train_subset=None,
         eval_subset=20000, teacher=_vit(6, 192, 3), student_small=_vit(4, 192, 3),
         linear_epochs=30, knn_k=[20, 200],
     ),
-    # Real results: a few hours on 2 CPU cores, minutes on a GPU.
+    # Real results: about 2.5 hours on 2 CPU cores (from the measured step costs), minutes on a GPU.
     "long": Budget(
         mae_steps=4000, mocov3_steps=800, distill_steps=1200, batch_size=256,
         train_subset=None, eval_subset=None, teacher=_vit(6, 192, 3),

@@ -276,8 +276,9 @@ def run_mae(cfg: MAERunConfig):
     """
     from moma.cli.main import config_to_dict
     from moma.data import SSLDataModule
-    from moma.train import fit
+    from moma.train import fit, seed_run
 
+    seed_run(cfg.trainer.seed)  # before the models are built
     module = MAEMethod(cfg.mae, cfg.backbone, cfg.optim)
     dm = SSLDataModule(cfg.data, views=1, augment="mae")
     result = fit(module, dm, cfg.trainer, config_to_dict(cfg))

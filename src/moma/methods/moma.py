@@ -23,259 +23,57 @@ to its own size. ``grid_mismatch="error"`` refuses both cases instead.
 Checkpoints hold the student, the projectors, the optimiser and the step, never the teachers:
 their names, paths and sha256 are recorded, and resuming with a different teacher list or a
 changed teacher file is refused with a :class:`~moma.errors.CheckpointError`.
+
+This module holds the method (:class:`MomaMethod`) and the run (:func:`run_moma`); the run
+configuration lives in :mod:`moma.methods.moma_config` and the teacher helpers in
+:mod:`moma.methods.moma_teachers`, both re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from moma.data.config import DataConfig
 from moma.errors import CheckpointError, ConfigError
 from moma.methods.base import SSLMethod
-from moma.methods.moma_loss import LOSSES, TARGET_NORMS, MomaLoss
+
+# The configs and the teacher helpers live in their own modules; the names are re-exported here
+# (``X as X``) because the CLI, tests, docs and benchmarks import them from this module.
+from moma.methods.moma_config import GRID_MISMATCH as GRID_MISMATCH
+from moma.methods.moma_config import TARGETS as TARGETS
+from moma.methods.moma_config import MomaConfig as MomaConfig
+from moma.methods.moma_config import MomaRunConfig as MomaRunConfig
+from moma.methods.moma_config import StudentConfig as StudentConfig
+from moma.methods.moma_config import TeacherConfig as TeacherConfig
+from moma.methods.moma_config import check_moma_config as check_moma_config
+from moma.methods.moma_loss import MomaLoss
+from moma.methods.moma_teachers import Teacher as Teacher
+from moma.methods.moma_teachers import TeacherTargets as TeacherTargets
+from moma.methods.moma_teachers import _has_cls, _img_size
+from moma.methods.moma_teachers import build_teachers as build_teachers
+from moma.methods.moma_teachers import resample_patch_tokens as resample_patch_tokens
+from moma.methods.moma_teachers import teacher_names as teacher_names
+from moma.methods.moma_teachers import weights_sha256 as weights_sha256
 from moma.methods.optim import OptimConfig
+from moma.models.checkpoint_arch import BASE_ARCH
 from moma.models.heads import build_mlp
-from moma.models.masking import (
-    MaskedOutput,
-    check_mask_ratio,
-    forward_encoder_masked,
-    gather_tokens,
-)
+from moma.models.masking import MaskedOutput, forward_encoder_masked, gather_tokens
 from moma.models.vit import BackboneConfig, describe, grid_size
-from moma.train.config import TrainerConfig
 
 if TYPE_CHECKING:
     from moma.train import RunResult
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("cls", "patch", "cls+patch")
-GRID_MISMATCH = ("resample", "error")
-# timm widths -> a base arch name, for recording a checkpoint-initialised student.
-_BASE_ARCH = {
-    192: "vit_tiny_patch16_224",
-    384: "vit_small_patch16_224",
-    768: "vit_base_patch16_224",
-    1024: "vit_large_patch16_224",
-    1280: "vit_huge_patch14_224",
-}
-
-
-# ----------------------------------------------------------------------------- configs
-
-
-@dataclass
-class TeacherConfig:
-    """One frozen teacher.
-
-    Attributes:
-        path: weights file (official MAE / MoCo v3, timm, or a moma export / checkpoint).
-        format: ``auto`` | ``mae`` | ``mocov3`` | ``timm`` | ``moma`` (see ``load_backbone``).
-        arch: timm base architecture hint for files that do not describe themselves.
-        weight: weight of this teacher's loss in the total (default 1:1).
-        name: name in logs (``train/loss_<name>``) and checkpoints; default: from the path.
-    """
-
-    path: str
-    format: Literal["auto", "mae", "mocov3", "timm", "moma"] = "auto"
-    arch: str | None = None
-    weight: float = 1.0
-    name: str | None = None
-
-
-@dataclass
-class StudentConfig:
-    """The student backbone.
-
-    Attributes:
-        init: ``"random"`` (built from ``backbone``) or a weights file to start from (e.g. the
-            MAE encoder in mechanism ``mocov3 -> mae``).
-        format: checkpoint format of ``init`` (as for teachers).
-        backbone: the architecture for random init. With a checkpoint the sizes come from the
-            file; ``backbone.arch`` and ``backbone.num_heads`` are hints for files that do not
-            record them, and ``backbone.drop_path_rate`` applies. The image size is always the
-            data's (``pos_embed`` of a checkpoint is resampled if it differs).
-    """
-
-    init: str = "random"
-    format: Literal["auto", "mae", "mocov3", "timm", "moma"] = "auto"
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-
-
-@dataclass
-class MomaConfig:
-    """MOMA options (DESIGN.md section 1); every choice the paper leaves open.
-
-    Attributes:
-        mask_ratio: fraction of the student's patch tokens dropped, in [0, 0.98].
-        targets: ``cls`` (CLS token), ``patch`` (patch tokens at the visible positions) or
-            ``cls+patch`` (the two losses added, each a mean over its tokens).
-        target_norm: teacher token normalisation: ``layernorm`` (per token, no affine), ``l2``
-            or ``none``.
-        loss: ``smooth_l1`` | ``mse`` | ``cosine`` (2 - 2 cos, per token).
-        smooth_l1_beta: the L1/L2 switch point of ``smooth_l1``.
-        projector_layers: Linear layers per projector (LayerNorm + GELU between them); ``0``
-            means no projector (student and teacher widths must then agree).
-        projector_hidden_dim: hidden width; ``None`` = twice the teacher's width.
-        grid_mismatch: ``resample`` the teacher's patch-token map to the student's grid
-            (bilinear) when they differ, or ``error``.
-    """
-
-    mask_ratio: float = 0.9
-    # cls: the ablation's winner (RESULTS.md: +2.1 kNN / +1.2 linear points over cls+patch)
-    targets: Literal["cls", "patch", "cls+patch"] = "cls"
-    target_norm: Literal["layernorm", "l2", "none"] = "layernorm"
-    loss: Literal["smooth_l1", "mse", "cosine"] = "smooth_l1"
-    smooth_l1_beta: float = 1.0
-    projector_layers: int = 2
-    projector_hidden_dim: int | None = None
-    grid_mismatch: Literal["resample", "error"] = "resample"
-
-
-def _default_trainer() -> TrainerConfig:
-    return TrainerConfig(out_dir="runs/moma")
-
-
-@dataclass
-class MomaRunConfig:
-    """Everything ``moma distill`` takes (``--config file.yaml`` + dotted overrides).
-
-    Teachers are a list. On the command line ``--teachers.path P`` changes the last teacher;
-    ``--teachers '[{"path": "a.pth", "name": "mae"}, {"path": "b.pth.tar", "format": "mocov3"}]'``
-    (JSON) updates a config file's list item by item when it has as many items (fields left
-    out keep the file's values) and replaces it otherwise; ``--teachers+ '{"path": ...}'``
-    appends a teacher (jsonargparse's list rules).
-    """
-
-    data: DataConfig = field(default_factory=DataConfig)
-    teachers: list[TeacherConfig] = field(default_factory=list)
-    student: StudentConfig = field(default_factory=StudentConfig)
-    moma: MomaConfig = field(default_factory=MomaConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    trainer: TrainerConfig = field(default_factory=_default_trainer)
-
-
-def check_moma_config(cfg: MomaConfig) -> None:
-    """Refuse invalid MOMA options, naming the option (raises ConfigError)."""
-    try:
-        check_mask_ratio(cfg.mask_ratio)
-    except ValueError as e:
-        raise ConfigError(f"moma.mask_ratio: {e}") from None
-    choices = {
-        "targets": TARGETS,
-        "target_norm": TARGET_NORMS,
-        "loss": LOSSES,
-        "grid_mismatch": GRID_MISMATCH,
-    }
-    for key, allowed in choices.items():
-        if getattr(cfg, key) not in allowed:
-            raise ConfigError(
-                f"moma.{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}"
-            )
-    if int(cfg.projector_layers) < 0:
-        raise ConfigError(f"moma.projector_layers must be >= 0, got {cfg.projector_layers}")
-    if cfg.projector_hidden_dim is not None and int(cfg.projector_hidden_dim) < 1:
-        raise ConfigError(
-            f"moma.projector_hidden_dim must be positive or null, got {cfg.projector_hidden_dim}"
-        )
-    if float(cfg.smooth_l1_beta) <= 0:
-        raise ConfigError(f"moma.smooth_l1_beta must be > 0, got {cfg.smooth_l1_beta}")
-
-
-# ----------------------------------------------------------------------------- teachers
-
-
-@dataclass
-class Teacher:
-    """A loaded teacher: the backbone plus what identifies it in logs and checkpoints.
-
-    ``sha256`` is the file's hash when the teacher came from ``path``; when ``None`` the
-    method fingerprints the weights themselves (teachers built in memory).
-    """
-
-    model: VisionTransformer
-    name: str | None = None
-    weight: float = 1.0
-    path: str | None = None
-    sha256: str | None = None
-
-
-@dataclass
-class TeacherTargets:
-    """One teacher's output on the full view (final norm, not yet normalised)."""
-
-    cls: Tensor | None  # [N, Dt]
-    patches: Tensor | None  # [N, Ls, Dt] on the student's patch grid
-
-
-def weights_sha256(model: nn.Module) -> str:
-    """SHA-256 over a module's state dict (names, dtypes, shapes and bytes)."""
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        t = v.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{k}:{t.dtype}:{tuple(v.shape)};".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def teacher_names(cfgs: Sequence[TeacherConfig]) -> list[str]:
-    """Names for the teachers: ``name`` if set, else the file stem (``parent_stem`` when the
-    stems collide, e.g. ``mae_backbone`` and ``mocov3_backbone``), else ``teacher<i>``."""
-
-    def clean(s: str) -> str:
-        return re.sub(r"[^A-Za-z0-9_]+", "_", s).strip("_") or "teacher"
-
-    explicit = [c.name for c in cfgs if c.name]
-    if len(set(explicit)) != len(explicit):
-        raise ConfigError(f"teachers: names must be unique, got {explicit}")
-    stems = [clean(Path(c.path).name.split(".")[0]) for c in cfgs]
-    names: list[str] = []
-    for i, c in enumerate(cfgs):
-        if c.name:
-            names.append(c.name)
-            continue
-        name = stems[i]
-        if stems.count(name) > 1 or name in explicit:
-            name = clean(f"{Path(c.path).parent.name}_{name}")
-        if name in names or name in explicit:
-            name = f"teacher{i}"
-        names.append(name)
-    return names
-
-
-def _has_cls(vit: VisionTransformer) -> bool:
-    return bool(getattr(vit, "has_class_token", vit.cls_token is not None))
-
-
-def _img_size(vit: VisionTransformer) -> tuple[int, int]:
-    return tuple(int(s) for s in vit.patch_embed.img_size)
-
-
-def resample_patch_tokens(tokens: Tensor, src: tuple[int, int], dst: tuple[int, int]) -> Tensor:
-    """Bilinearly resample patch tokens ``[N, h*w, D]`` on grid ``src`` to grid ``dst``.
-
-    The tokens are laid out as the map ``[N, D, h, w]`` (row-major, as timm flattens them) and
-    resized with ``align_corners=False``; returns ``[N, h'*w', D]``.
-    """
-    if tuple(src) == tuple(dst):
-        return tokens
-    n, length, d = tokens.shape
-    fmap = tokens.transpose(1, 2).reshape(n, d, src[0], src[1])  # [N, D, h, w]
-    fmap = F.interpolate(fmap.float(), size=dst, mode="bilinear", align_corners=False)
-    return fmap.flatten(2).transpose(1, 2)  # [N, h'*w', D]
+# ----------------------------------------------------------------------------- building blocks
 
 
 def build_projector(
@@ -299,7 +97,7 @@ def build_projector(
 def backbone_config_of(vit: VisionTransformer, arch: str | None = None) -> dict:
     """The BackboneConfig fields describing ``vit`` (recorded so ``load_backbone`` can rebuild it)."""
     d = describe(vit)
-    arch = arch or _BASE_ARCH.get(d["embed_dim"], "vit_base_patch16_224")
+    arch = arch or BASE_ARCH.get(d["embed_dim"], "vit_base_patch16_224")
     cfg = BackboneConfig(
         arch=arch,
         img_size=d["img_size"],
@@ -553,23 +351,6 @@ class MomaMethod(SSLMethod):
 # ----------------------------------------------------------------------------- running
 
 
-def build_teachers(cfgs: Sequence[TeacherConfig]) -> list[Teacher]:
-    """Load each teacher with ``load_backbone`` and hash its file."""
-    from moma.models.checkpoint import load_backbone, sha256_file
-
-    if not cfgs:
-        raise ConfigError(
-            'MOMA needs at least one teacher: --teachers \'[{"path": "teacher.pth"}]\''
-        )
-    teachers = []
-    for cfg, name in zip(cfgs, teacher_names(cfgs)):
-        digest = sha256_file(cfg.path)
-        model = load_backbone(cfg.path, arch=cfg.arch, format=cfg.format)
-        teachers.append(Teacher(model, name, float(cfg.weight), str(cfg.path), digest))
-        log.info("teacher %r: %s (sha256 %s...)", name, cfg.path, digest[:12])
-    return teachers
-
-
 def build_student(
     cfg: StudentConfig, img_size: int | None = None
 ) -> tuple[VisionTransformer, dict]:
@@ -607,9 +388,10 @@ def run_moma(cfg: MomaRunConfig) -> RunResult:
     """``moma distill``: train, checkpoint (resumable), export the student."""
     from moma.cli.main import config_to_dict
     from moma.data import SSLDataModule
-    from moma.train import fit
+    from moma.train import fit, seed_run
 
     check_moma_config(cfg.moma)
+    seed_run(cfg.trainer.seed)  # before the models are built
     module = build_moma(cfg)
     datamodule = SSLDataModule(cfg.data, views=1, augment="mae")
     return fit(module, datamodule, cfg.trainer, config_to_dict(cfg))

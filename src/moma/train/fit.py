@@ -88,6 +88,12 @@ def _mismatch(err: Exception, show: int = 2) -> str:
     return " ".join(text.split())[:400] or str(err).splitlines()[0]
 
 
+def seed_run(seed: int) -> None:
+    """Seed every generator before a run builds its models, so that a randomly initialised
+    model depends on the seed alone (``fit`` seeds again before training)."""
+    L.seed_everything(int(seed), workers=True, verbose=False)
+
+
 class AttentionKernel(L.Callback):
     """Picks the attention kernel of every timm ViT in the module once it is on its device."""
 

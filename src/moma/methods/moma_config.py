@@ -1,0 +1,138 @@
+"""Configuration of a MOMA run: teachers, student, MOMA options, and their validation.
+
+Re-exported by :mod:`moma.methods.moma`, which the CLI and users import them from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from moma.data.config import DataConfig
+from moma.errors import ConfigError
+from moma.methods.moma_loss import LOSSES, TARGET_NORMS
+from moma.methods.optim import OptimConfig
+from moma.models.masking import check_mask_ratio
+from moma.models.vit import BackboneConfig
+from moma.train.config import TrainerConfig
+
+TARGETS = ("cls", "patch", "cls+patch")
+GRID_MISMATCH = ("resample", "error")
+
+
+@dataclass
+class TeacherConfig:
+    """One frozen teacher.
+
+    Attributes:
+        path: weights file (official MAE / MoCo v3, timm, or a moma export / checkpoint).
+        format: ``auto`` | ``mae`` | ``mocov3`` | ``timm`` | ``moma`` (see ``load_backbone``).
+        arch: timm base architecture hint for files that do not describe themselves.
+        weight: weight of this teacher's loss in the total (default 1:1).
+        name: name in logs (``train/loss_<name>``) and checkpoints; default: from the path.
+    """
+
+    path: str
+    format: Literal["auto", "mae", "mocov3", "timm", "moma"] = "auto"
+    arch: str | None = None
+    weight: float = 1.0
+    name: str | None = None
+
+
+@dataclass
+class StudentConfig:
+    """The student backbone.
+
+    Attributes:
+        init: ``"random"`` (built from ``backbone``) or a weights file to start from (e.g. the
+            MAE encoder in mechanism ``mocov3 -> mae``).
+        format: checkpoint format of ``init`` (as for teachers).
+        backbone: the architecture for random init. With a checkpoint the sizes come from the
+            file; ``backbone.arch`` and ``backbone.num_heads`` are hints for files that do not
+            record them, and ``backbone.drop_path_rate`` applies. The image size is always the
+            data's (``pos_embed`` of a checkpoint is resampled if it differs).
+    """
+
+    init: str = "random"
+    format: Literal["auto", "mae", "mocov3", "timm", "moma"] = "auto"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+
+
+@dataclass
+class MomaConfig:
+    """MOMA options (DESIGN.md section 1); every choice the paper leaves open.
+
+    Attributes:
+        mask_ratio: fraction of the student's patch tokens dropped, in [0, 0.98].
+        targets: ``cls`` (CLS token), ``patch`` (patch tokens at the visible positions) or
+            ``cls+patch`` (the two losses added, each a mean over its tokens).
+        target_norm: teacher token normalisation: ``layernorm`` (per token, no affine), ``l2``
+            or ``none``.
+        loss: ``smooth_l1`` | ``mse`` | ``cosine`` (2 - 2 cos, per token).
+        smooth_l1_beta: the L1/L2 switch point of ``smooth_l1``.
+        projector_layers: Linear layers per projector (LayerNorm + GELU between them); ``0``
+            means no projector (student and teacher widths must then agree).
+        projector_hidden_dim: hidden width; ``None`` = twice the teacher's width.
+        grid_mismatch: ``resample`` the teacher's patch-token map to the student's grid
+            (bilinear) when they differ, or ``error``.
+    """
+
+    mask_ratio: float = 0.9
+    # cls: the ablation's winner (RESULTS.md: +2.1 kNN / +1.2 linear points over cls+patch)
+    targets: Literal["cls", "patch", "cls+patch"] = "cls"
+    target_norm: Literal["layernorm", "l2", "none"] = "layernorm"
+    loss: Literal["smooth_l1", "mse", "cosine"] = "smooth_l1"
+    smooth_l1_beta: float = 1.0
+    projector_layers: int = 2
+    projector_hidden_dim: int | None = None
+    grid_mismatch: Literal["resample", "error"] = "resample"
+
+
+def _default_trainer() -> TrainerConfig:
+    return TrainerConfig(out_dir="runs/moma")
+
+
+@dataclass
+class MomaRunConfig:
+    """Everything ``moma distill`` takes (``--config file.yaml`` + dotted overrides).
+
+    Teachers are a list. On the command line ``--teachers.path P`` changes the last teacher;
+    ``--teachers '[{"path": "a.pth", "name": "mae"}, {"path": "b.pth.tar", "format": "mocov3"}]'``
+    (JSON) updates a config file's list item by item when it has as many items (fields left
+    out keep the file's values) and replaces it otherwise; ``--teachers+ '{"path": ...}'``
+    appends a teacher (jsonargparse's list rules).
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    teachers: list[TeacherConfig] = field(default_factory=list)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    moma: MomaConfig = field(default_factory=MomaConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=_default_trainer)
+
+
+def check_moma_config(cfg: MomaConfig) -> None:
+    """Refuse invalid MOMA options, naming the option (raises ConfigError)."""
+    try:
+        check_mask_ratio(cfg.mask_ratio)
+    except ValueError as e:
+        raise ConfigError(f"moma.mask_ratio: {e}") from None
+    choices = {
+        "targets": TARGETS,
+        "target_norm": TARGET_NORMS,
+        "loss": LOSSES,
+        "grid_mismatch": GRID_MISMATCH,
+    }
+    for key, allowed in choices.items():
+        if getattr(cfg, key) not in allowed:
+            raise ConfigError(
+                f"moma.{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}"
+            )
+    if int(cfg.projector_layers) < 0:
+        raise ConfigError(f"moma.projector_layers must be >= 0, got {cfg.projector_layers}")
+    if cfg.projector_hidden_dim is not None and int(cfg.projector_hidden_dim) < 1:
+        raise ConfigError(
+            f"moma.projector_hidden_dim must be positive or null, got {cfg.projector_hidden_dim}"
+        )
+    if float(cfg.smooth_l1_beta) <= 0:
+        raise ConfigError(f"moma.smooth_l1_beta must be > 0, got {cfg.smooth_l1_beta}")
