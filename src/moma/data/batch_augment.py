@@ -158,6 +158,12 @@ class BatchAugment:
             self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[device]
 
+    def reseed(self, seed: int) -> None:
+        """Restart every device's generator from ``seed``."""
+        self.seed = seed
+        for gen in self._generators.values():
+            gen.manual_seed(seed)
+
     def view(self, images: Tensor, recipe: ViewRecipe | None) -> Tensor:
         """One normalised float view ``[N, 3, S, S]`` of uint8 ``images``."""
         x = to_unit_float(images)  # [N, C, h, w]

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from moma.data.batch_augment import BatchAugment
 from moma.data.config import AUGMENTS, DataConfig, check_config, is_fashion_mnist
 from moma.data.file_dataset import ImageFileDataset, decode_to_tensor
+from moma.data.resumable import ResumableLoader, ResumableSampler
 from moma.data.splits import dataset_stats, fashion_mnist_split, folder_split, use_in_memory
 from moma.data.tensor_dataset import TensorPILDataset
 from moma.data.transforms import train_transform
@@ -69,6 +70,9 @@ class SSLDataModule(L.LightningDataModule):
         self._augmenter: BatchAugment | None = None
         self._skip_epoch: int | None = None  # epoch of the last skipped-files report
         self._skip_reported = 0
+        # position of the training steps: epoch, batches of it consumed (for an exact resume)
+        self._epoch, self._consumed = 0, 0
+        self._sampler: ResumableSampler | None = None
 
     # ----------------------------------------------------------------- datasets
     def setup(self, stage: str | None = None) -> None:
@@ -107,29 +111,59 @@ class SSLDataModule(L.LightningDataModule):
         return ImageFileDataset(listing.files, listing.labels, transform, cfg.strict)
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled batches of ``batch_size``, last partial batch dropped (DDP: Lightning
-        swaps in a DistributedSampler)."""
+        """Shuffled batches of ``batch_size``, last partial batch dropped; under DDP each
+        rank reads its own share. Resumable mid-epoch (``moma.data.resumable``)."""
         self.setup("fit")
         workers = 0 if self.in_memory else int(self.cfg.num_workers)
-        return DataLoader(
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        self._sampler = ResumableSampler(self._train, int(self.cfg.seed), rank, world)
+        return ResumableLoader(
             self._train,
             batch_size=self.batch_size,
-            shuffle=True,
+            sampler=self._sampler,
             drop_last=True,
             num_workers=workers,
             persistent_workers=workers > 0,
+            # a private generator: the loader's worker seeds never draw from the global RNG
             generator=torch.Generator().manual_seed(int(self.cfg.seed)),
+            state_fn=self.loader_state,
+            restore_fn=self.load_loader_state,
         )
+
+    def loader_state(self) -> dict:
+        """Where the training steps are: ``{"epoch", "batches"}`` (batches of that epoch)."""
+        return {"epoch": self._epoch, "batches": self._consumed}
+
+    def load_loader_state(self, state: dict) -> None:
+        """Continue after ``state["batches"]`` batches of ``state["epoch"]``."""
+        self._epoch, self._consumed = int(state["epoch"]), int(state["batches"])
+        if self._sampler is not None:
+            self._sampler.skip(self._epoch, self._consumed * self.batch_size)
+
+    def _count_batch(self) -> int:
+        """Count a batch reaching a training step; returns its index within the epoch."""
+        trainer = self.trainer
+        epoch = int(trainer.current_epoch) if trainer is not None else self._epoch
+        if epoch != self._epoch:
+            self._epoch, self._consumed = epoch, 0
+        self._consumed += 1
+        return self._consumed - 1
 
     # ------------------------------------------------------------- augmentation
     def _rank(self) -> int:
         trainer = self.trainer
         return int(trainer.global_rank) if trainer is not None else 0
 
-    def augment_batch(self, images: Tensor) -> Tensor | list[Tensor]:
+    def _batch_seed(self, index: int) -> int:
+        base = int(self.cfg.seed) + _RANK_SEED_STRIDE * self._rank()
+        return ((base * 1_000_033 + self._epoch) * 1_000_037 + index) % (1 << 62)
+
+    def augment_batch(self, images: Tensor, batch_seed: int | None = None) -> Tensor | list[Tensor]:
         """Augment a uint8 batch ``[N, C, H, W]`` on its device: a tensor, or a list of views.
 
-        Each process draws from its own generator, seeded with ``cfg.seed`` and its rank.
+        Each process draws from its own generator, seeded with ``cfg.seed`` and its rank, or
+        re-seeded with ``batch_seed`` for this batch.
         """
         if self._augmenter is None:
             seed = int(self.cfg.seed) + _RANK_SEED_STRIDE * self._rank()
@@ -142,13 +176,21 @@ class SSLDataModule(L.LightningDataModule):
                 self.std,
                 seed=seed,
             )
+        if batch_seed is not None:
+            self._augmenter.reseed(batch_seed)
         return self._augmenter(images)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """In-RAM path: uint8 images -> augmented, normalised float view(s), on the device."""
+        """In-RAM path: uint8 images -> augmented, normalised float view(s), on the device.
+
+        The augmentation of each batch is seeded from (seed, rank, epoch, batch index), so a
+        resumed run augments its remaining batches as the uninterrupted run would have.
+        """
+        index = self._count_batch()
         imgs, labels = batch
         if isinstance(imgs, Tensor) and imgs.dtype == torch.uint8:
-            return self.augment_batch(imgs), labels
+            views = self.augment_batch(imgs, batch_seed=self._batch_seed(index))
+            return views, labels
         self._report_skipped(at_end=False)
         return batch
 

@@ -92,10 +92,33 @@ class SSLMethod(L.LightningModule):
             "config": self.run_config,
             **self.extra_checkpoint_meta(),
         }
+        checkpoint["rng"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # The random state of the interrupted run at its checkpoint: masks, drop-path and
+        # MoCo v3's views continue as the uninterrupted run would have drawn them.
+        if "rng" in checkpoint:
+            set_rng_states(checkpoint["rng"])
 
     def extra_checkpoint_meta(self) -> dict:
         """Method-specific entries of the checkpoint's ``moma`` record (e.g. teacher hashes)."""
         return {}
+
+
+def rng_states() -> dict:
+    """torch's global generators (CPU, and every CUDA device once CUDA is in use)."""
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    """Restore what :func:`rng_states` returned (CUDA states only where CUDA is in use)."""
+    torch.set_rng_state(states["torch"].cpu())
+    cuda = states.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
 
 def _batch_len(batch) -> int:
