@@ -58,7 +58,7 @@ BUDGETS: dict[str, Budget] = {
         eval_subset=4096, teacher=_vit(2, 64, 2), student_small=_vit(2, 48, 2),
         linear_epochs=5, knn_k=[20, 200], ckpt_every_n_steps=10,
     ),
-    # About 25 minutes on 2 idle CPU cores (measured 24m59s; RESULTS.md); 6x192 teachers, a
+    # About 25 minutes on 2 idle CPU cores (measured 24m40s; RESULTS.md); 6x192 teachers, a
     # 4x192 compact student.
     "default": Budget(
         mae_steps=600, mocov3_steps=110, distill_steps=200, batch_size=256, train_subset=None,
