@@ -35,7 +35,7 @@ VARIANTS: dict[str, dict] = {
     "default": {},
     "mask 0.75": {"mask_ratio": 0.75},
     "mask 0.95": {"mask_ratio": 0.95},
-    "targets cls": {"targets": "cls"},
+    "targets cls+patch": {"targets": "cls+patch"},  # the default until this ablation chose cls
     "targets patch": {"targets": "patch"},
     "norm l2": {"target_norm": "l2"},
     "loss cosine": {"loss": "cosine"},
