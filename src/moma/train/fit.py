@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,19 @@ from moma.train.guards import RunGuard
 from moma.train.lock import RunLock
 
 log = logging.getLogger(__name__)
+
+
+class _DropLightningTip(logging.Filter):
+    """Drops Lightning's advert for its cloud logger, printed at every run: not actionable."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip:")
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropLightningTip())
+# Raised inside Lightning 2.6's own pytree helper under torch 2.14, once per run; nothing a
+# user (or moma) can change.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 @dataclass
