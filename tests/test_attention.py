@@ -48,3 +48,18 @@ def test_feature_extraction_restores_the_flags():
     data = [(torch.randn(4, 3, 16, 16), torch.arange(4))]
     feats, labels = extract_features(model, data, device="cpu", precision="32")
     assert feats.shape == (4, 32) and flags(model) == [True, True]
+
+
+def test_a_bad_attention_option_fails_before_anything_is_written(tmp_path):
+    from toy import TINY as TOY_VIT
+    from toy import ToyData
+
+    from moma.methods.mae import MAEConfig, MAEMethod
+    from moma.train import TrainerConfig, fit
+
+    mae = MAEConfig(mask_ratio=0.75, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
+    out = tmp_path / "run"
+    cfg = TrainerConfig(out_dir=str(out), max_steps=1, attention="flash", progress_bar=False)
+    with pytest.raises(ConfigError, match="attention must be one of"):
+        fit(MAEMethod(mae, TOY_VIT), ToyData(n=8, batch_size=4), cfg)
+    assert not out.exists()

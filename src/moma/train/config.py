@@ -12,12 +12,34 @@ class TrainerConfig:
     ``devices``/``strategy``/``num_nodes`` select the distributed mode (DDP is the
     multi-process path). The data's ``batch_size`` is per process: the global batch is
     ``batch_size * devices * num_nodes * accumulate_grad_batches`` and sets the lr.
+
+    Attributes:
+        out_dir: the run's folder: checkpoints, logs, config and the exported backbone.
+        max_epochs: epochs to train (ignored when ``max_steps`` > 0).
+        max_steps: optimiser steps to train; > 0 overrides ``max_epochs``.
+        precision: ``bf16-mixed``, ``32-true`` or (GPU) ``16-mixed``.
+        accelerator: ``auto``, ``cpu`` or ``gpu`` (Lightning's names).
+        devices: processes / GPUs per node.
+        strategy: ``auto`` or ``ddp`` (Lightning's names).
+        num_nodes: machines of a multi-node DDP run.
+        accumulate_grad_batches: batches per optimiser step.
+        gradient_clip_val: clip the gradient norm to this value (None: no clipping).
+        ckpt_every_n_steps: steps between checkpoints (one is also saved at the end and on
+            SIGTERM / Ctrl-C).
+        log_every_n_steps: steps between logged metric rows.
+        seed: seed of every generator: model init, masks, data order and augmentation.
+        resume: ``auto`` (continue from ``OUT/checkpoints/last.ckpt`` when present), ``never``
+            or a checkpoint path.
+        progress_bar: show a progress bar with ETA.
+        deterministic: ask torch for deterministic kernels (slower).
+        attention: timm attention kernel: ``auto`` (fused SDPA on a GPU, plain softmax on the
+            CPU, where it is faster in bf16), ``fused`` or ``math``.
     """
 
     out_dir: str = "runs/run"
     max_epochs: int = 10
-    max_steps: int = -1  # > 0 overrides max_epochs
-    precision: str = "bf16-mixed"  # or "32-true", "16-mixed" (GPU)
+    max_steps: int = -1
+    precision: str = "bf16-mixed"
     accelerator: str = "auto"
     devices: int | str = 1
     strategy: str = "auto"
@@ -27,11 +49,7 @@ class TrainerConfig:
     ckpt_every_n_steps: int = 200
     log_every_n_steps: int = 10
     seed: int = 0
-    resume: str = (
-        "auto"  # "auto": continue from OUT/checkpoints/last.ckpt if present; "never"; or a path
-    )
+    resume: str = "auto"
     progress_bar: bool = True
     deterministic: bool = False
-    # timm attention kernel: "auto" (fused SDPA on a GPU, plain softmax(QK^T)V on the CPU,
-    # where it is faster in bf16: moma.models.attention), "fused" or "math".
     attention: str = "auto"

@@ -173,6 +173,7 @@ def fit(
     ``checkpoints/last.ckpt`` (atomic, every ``ckpt_every_n_steps`` and at the end) and the
     export ``backbone.safetensors`` + ``backbone.json``. Re-running the same command resumes.
     """
+    use_fused_attention("cpu", cfg.attention)  # a bad option fails before anything is written
     out_dir = Path(cfg.out_dir)
     rank0 = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
     lock = RunLock(out_dir)
