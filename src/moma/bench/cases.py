@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from moma.bench.presets import SizePreset
+from moma.eval.features import autocast_context
 from moma.methods.base import SSLMethod
 from moma.methods.mae import MAEMethod
 from moma.methods.mocov3 import MoCoV3Method
@@ -59,10 +60,9 @@ class Case:
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device`` for ``precision="bf16"``, nothing for ``fp32``."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """bf16 autocast on ``device`` for ``precision="bf16"``, nothing for ``fp32`` (the
+    evaluation's helper; it calls fp32 ``"32"``)."""
+    return autocast_context(device, "bf16" if precision == "bf16" else "32")
 
 
 def random_images(n: int, size: int, device: torch.device, seed: int) -> Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from moma.report.table import format_duration
+
 
 def _f(x: float | None, fmt: str = "{:.1f}") -> str:
     return "-" if x is None else fmt.format(x)
@@ -12,11 +14,7 @@ def _rate(x: float) -> str:
 
 
 def _duration(s: float) -> str:
-    if s >= 3600:
-        return f"{s / 3600:.1f} h"
-    if s >= 60:
-        return f"{s / 60:.1f} min"
-    return f"{s:.1f} s"
+    return format_duration(s, hour_digits=1)
 
 
 def machine_lines(machine: dict) -> list[str]:

@@ -78,18 +78,7 @@ def time_steps(
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    for _ in range(max(0, warmup)):
-        step()
-    synchronize(device)
-    seconds: list[float] = []
-    cpu: list[float] = []
-    for _ in range(steps):
-        c0, t0 = time.process_time(), time.perf_counter()
-        step()
-        synchronize(device)
-        seconds.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return Timing(seconds, cpu)
+    return time_interleaved([step], steps, warmup, device)[0]
 
 
 def time_interleaved(

@@ -200,9 +200,9 @@ def seed_models(cfg: Any) -> None:
     """
     seed = getattr(getattr(cfg, "trainer", None), "seed", None)
     if seed is not None:
-        import lightning as L
+        from moma.train import seed_run
 
-        L.seed_everything(int(seed), workers=True, verbose=False)
+        seed_run(seed)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -155,9 +155,12 @@ class SSLDataModule(L.LightningDataModule):
         trainer = self.trainer
         return int(trainer.global_rank) if trainer is not None else 0
 
+    def _process_seed(self) -> int:
+        """``cfg.seed`` made distinct per DDP rank."""
+        return int(self.cfg.seed) + _RANK_SEED_STRIDE * self._rank()
+
     def _batch_seed(self, index: int) -> int:
-        base = int(self.cfg.seed) + _RANK_SEED_STRIDE * self._rank()
-        return ((base * 1_000_033 + self._epoch) * 1_000_037 + index) % (1 << 62)
+        return ((self._process_seed() * 1_000_033 + self._epoch) * 1_000_037 + index) % (1 << 62)
 
     def augment_batch(self, images: Tensor, batch_seed: int | None = None) -> Tensor | list[Tensor]:
         """Augment a uint8 batch ``[N, C, H, W]`` on its device: a tensor, or a list of views.
@@ -166,7 +169,6 @@ class SSLDataModule(L.LightningDataModule):
         re-seeded with ``batch_seed`` for this batch.
         """
         if self._augmenter is None:
-            seed = int(self.cfg.seed) + _RANK_SEED_STRIDE * self._rank()
             self._augmenter = BatchAugment(
                 self.augment,
                 self.views,
@@ -174,7 +176,7 @@ class SSLDataModule(L.LightningDataModule):
                 self.cfg.min_scale,
                 self.mean,
                 self.std,
-                seed=seed,
+                seed=self._process_seed(),
             )
         if batch_seed is not None:
             self._augmenter.reseed(batch_seed)

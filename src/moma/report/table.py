@@ -46,12 +46,13 @@ def group_models(rows: Iterable[dict]) -> list[tuple[ModelKey, dict[str, dict]]]
     return sorted(models.items(), key=lambda kv: (role_sort_key(kv[0][0]), *kv[0][1:]))
 
 
-def _fmt_time(seconds: float) -> str:
+def format_duration(seconds: float, hour_digits: int = 2) -> str:
+    """``12.3 s``, ``4.5 min`` or ``1.25 h`` (``hour_digits`` decimals for hours)."""
     if seconds < 60:
         return f"{seconds:.1f} s"
     if seconds < 3600:
         return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
+    return f"{seconds / 3600:.{hour_digits}f} h"
 
 
 def _fmt_count(n: float) -> str:
@@ -129,7 +130,7 @@ def format_table(rows: list[dict]) -> str:
             cells.append(_fmt_count(v) if v is not None else "–")
         if has_time:
             v = _first(recs, "train_wall_time_s")
-            cells.append(_fmt_time(v) if v is not None else "–")
-        cells.append(_fmt_time(_eval_time(recs)))
+            cells.append(format_duration(v) if v is not None else "–")
+        cells.append(format_duration(_eval_time(recs)))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

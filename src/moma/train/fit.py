@@ -194,7 +194,7 @@ def fit(
         if rank0 and config is not None:
             text = yaml.safe_dump(config, sort_keys=False)
             atomic_write(out_dir / "config.yaml", lambda f: f.write(text.encode()))
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        seed_run(cfg.seed)
         guard = RunGuard(last_checkpoint(out_dir), cfg.ckpt_every_n_steps)
         trainer = build_trainer(cfg, guard, out_dir)
         try:
