@@ -48,7 +48,8 @@ def cache_root() -> Path:
     return Path(base) / "moma" / "fashion-mnist"
 
 
-def _find_file(folder: Path, stem: str) -> Path | None:
+def find_file(folder: Path, stem: str) -> Path | None:
+    """The file ``stem`` (``.gz`` or not) in ``folder`` or its torchvision layout, if any."""
     for sub in (folder, folder / "FashionMNIST" / "raw"):
         for suffix in (".gz", ""):
             path = sub / f"{stem}{suffix}"
@@ -57,8 +58,13 @@ def _find_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def split_files(split: str) -> tuple[str, str]:
+    """The stems of a split's image and label files (``val`` means ``test``)."""
+    return _FILES["train" if split == "train" else "test"]
+
+
 def _has_all(folder: Path) -> bool:
-    return all(_find_file(folder, stem) for pair in _FILES.values() for stem in pair)
+    return all(find_file(folder, stem) for pair in _FILES.values() for stem in pair)
 
 
 def find_root(root: str | None) -> Path:
@@ -117,10 +123,10 @@ def load(root: Path, split: str) -> tuple[Tensor, Tensor]:
     Raises:
         DataError: a file is missing, corrupt or truncated, or images and labels disagree.
     """
-    pair = _FILES["train" if split == "train" else "test"]
+    pair = split_files(split)
     paths = []
     for stem in pair:
-        path = _find_file(root, stem)
+        path = find_file(root, stem)
         if path is None:
             raise DataError(f"{root}: Fashion-MNIST file {stem}.gz not found")
         paths.append(path)
