@@ -15,7 +15,7 @@ class ExportConfig:
 
     checkpoint: str  # a moma run folder, its last.ckpt, or any file load_backbone reads
     out: str = "backbone.safetensors"
-    format: str = "auto"  # auto | moma | mae | mocov3 | timm
+    format: str = "auto"  # auto | moma | mae | mocov3 | timm | dino | open_clip
     arch: str | None = None  # timm base arch; inferred when omitted
     trust_pickle: bool = False  # only for files you trust: allows arbitrary unpickling
 

@@ -57,7 +57,7 @@ from moma.methods.moma_config import check_moma_config as check_moma_config
 from moma.methods.moma_loss import MomaLoss
 from moma.methods.moma_teachers import Teacher as Teacher
 from moma.methods.moma_teachers import TeacherTargets as TeacherTargets
-from moma.methods.moma_teachers import _has_cls, _img_size
+from moma.methods.moma_teachers import _img_size
 from moma.methods.moma_teachers import build_teachers as build_teachers
 from moma.methods.moma_teachers import resample_patch_tokens as resample_patch_tokens
 from moma.methods.moma_teachers import teacher_names as teacher_names
@@ -66,7 +66,7 @@ from moma.methods.optim import OptimConfig
 from moma.models.checkpoint_arch import BASE_ARCH
 from moma.models.heads import build_mlp
 from moma.models.masking import MaskedOutput, forward_encoder_masked, gather_tokens
-from moma.models.vit import BackboneConfig, describe, grid_size
+from moma.models.vit import BackboneConfig, describe, global_feature, grid_size, has_global_feature
 
 if TYPE_CHECKING:
     from moma.train import RunResult
@@ -195,12 +195,16 @@ class MomaMethod(SSLMethod):
                 )
             if t_img != s_img:
                 log.info("teacher %r: input resized from %s to its own %s", n, s_img, t_img)
-            if self.use_cls and not _has_cls(t):
-                raise ConfigError(f"teacher {n!r} has no CLS token: use --moma.targets patch")
+            if self.use_cls and not has_global_feature(t):
+                raise ConfigError(
+                    f"teacher {n!r} has no CLS token and no pooling head: use --moma.targets patch"
+                )
             self._teacher_grids.append(t_grid)
             self._teacher_imgs.append(t_img)
-        if self.use_cls and not _has_cls(student):
-            raise ConfigError("the student has no CLS token: use --moma.targets patch")
+        if self.use_cls and not has_global_feature(student):
+            raise ConfigError(
+                "the student has no CLS token and no pooling head: use --moma.targets patch"
+            )
 
         self.projectors = nn.ModuleList(
             [
@@ -250,7 +254,7 @@ class MomaMethod(SSLMethod):
                     x, size=t_img, mode="bilinear", align_corners=False, antialias=True
                 )
             tokens = teacher.forward_features(x)  # [N, P + Lt, Dt]
-            cls = tokens[:, 0] if self.use_cls else None  # [N, Dt]
+            cls = global_feature(teacher, tokens) if self.use_cls else None  # [N, Dt]
             patches = None
             if self.use_patch:
                 patches = tokens[:, teacher.num_prefix_tokens :]  # [N, Lt, Dt]
@@ -273,7 +277,7 @@ class MomaMethod(SSLMethod):
         targets = self._forward_teacher(imgs)
         out = self._forward_student(imgs)
         p = self.student.num_prefix_tokens
-        student_cls = out.tokens[:, :1]  # [N, 1, Ds]
+        student_cls = global_feature(self.student, out.tokens).unsqueeze(1)  # [N, 1, Ds]
         student_patches = out.tokens[:, p:]  # [N, K, Ds]
 
         logs: dict[str, Tensor] = {}

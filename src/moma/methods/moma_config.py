@@ -25,15 +25,17 @@ class TeacherConfig:
     """One frozen teacher.
 
     Attributes:
-        path: weights file (official MAE / MoCo v3, timm, or a moma export / checkpoint).
-        format: ``auto`` | ``mae`` | ``mocov3`` | ``timm`` | ``moma`` (see ``load_backbone``).
+        path: weights file (official MAE / MoCo v3 / DINO / DINOv2, timm, OpenCLIP, or a moma
+            export / checkpoint).
+        format: ``auto`` | ``mae`` | ``mocov3`` | ``timm`` | ``moma`` | ``dino`` | ``open_clip``
+            (see ``load_backbone``).
         arch: timm base architecture hint for files that do not describe themselves.
         weight: weight of this teacher's loss in the total (default 1:1).
         name: name in logs (``train/loss_<name>``) and checkpoints; default: from the path.
     """
 
     path: str
-    format: Literal["auto", "mae", "mocov3", "timm", "moma"] = "auto"
+    format: Literal["auto", "mae", "mocov3", "timm", "moma", "dino", "open_clip"] = "auto"
     arch: str | None = None
     weight: float = 1.0
     name: str | None = None
@@ -54,7 +56,7 @@ class StudentConfig:
     """
 
     init: str = "random"
-    format: Literal["auto", "mae", "mocov3", "timm", "moma"] = "auto"
+    format: Literal["auto", "mae", "mocov3", "timm", "moma", "dino", "open_clip"] = "auto"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
 
 

@@ -85,10 +85,6 @@ def teacher_names(cfgs: Sequence[TeacherConfig]) -> list[str]:
     return names
 
 
-def _has_cls(vit: VisionTransformer) -> bool:
-    return bool(getattr(vit, "has_class_token", vit.cls_token is not None))
-
-
 def _img_size(vit: VisionTransformer) -> tuple[int, int]:
     return tuple(int(s) for s in vit.patch_embed.img_size)
 

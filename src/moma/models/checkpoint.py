@@ -11,6 +11,19 @@ Formats (``format=`` of :func:`load_backbone`):
   ``head.*`` (the projector); the momentum encoder is never used.
 - ``"timm"``: a plain timm state dict (``.pth`` / ``.pt`` / ``.safetensors``), optionally under a
   ``"state_dict"`` or ``"model"`` key.
+- ``"dino"``: DINO / DINOv2 training checkpoints, ``{"teacher": {"backbone.*", "head.*"},
+  "student": {"module.backbone.*", ...}, ...}`` (``module.`` on the teacher too in some files;
+  DINOv2 adds ``dino_head.*`` / ``ibot_head.*`` and may chunk its blocks as ``blocks.C.N.*``). The
+  teacher's backbone is taken, as DINO's own evaluation does. DINO pickles its ``argparse`` args,
+  so the full file needs ``trust_pickle=True``; its backbone-only releases are plain ``timm`` files.
+- DINOv2 hub files (``dinov2_vits14_pretrain.pth``, ``..._reg4_pretrain.pth``) are ``timm``
+  files in DINOv2's key names: ``mask_token`` is dropped, ``register_tokens`` become timm's
+  ``reg_token`` (the CLS position folded into ``cls_token``; ``no_embed_class``), in any format.
+- ``"open_clip"``: an OpenCLIP model whose image tower is a timm ViT (``visual.trunk.*``, e.g.
+  SigLIP's ``open_clip_pytorch_model.bin``); the text tower and projections are ignored.
+- A ViT without a CLS token (SigLIP's attention-pooled ``global_pool='map'``, or a mean-pooled
+  one) is rebuilt with its pooling head; :func:`moma.models.vit.global_feature` gives its pooled
+  feature where other ViTs give the CLS token.
 - ``"moma"``: this project's files: exports (``backbone.safetensors`` + ``backbone.json``, written by
   :func:`moma.models.export.export_backbone`) and Lightning training checkpoints (``.ckpt``) whose
   ``state_dict`` holds the backbone under ``encoder.`` (MAE method), ``base_encoder.`` (MoCo v3

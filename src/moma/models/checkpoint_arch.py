@@ -19,8 +19,8 @@ import torch
 from moma.errors import CheckpointError
 from moma.models.vit import create_vit
 
-# timm's standard widths -> heads (vit_tiny/small/base/large/huge).
-TIMM_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
+# timm's standard widths -> heads (vit_tiny/small/base/large/huge, SigLIP so400m, DINOv2 giant).
+TIMM_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1152: 16, 1280: 16, 1536: 24}
 # MoCo v3's own ViTs: ViT-S is 384 dims with 12 heads (timm's vit_small has 6), ViT-B 768 / 12.
 MOCOV3_HEADS = {384: 12, 768: 12}
 BASE_ARCH = {
@@ -82,9 +82,15 @@ def infer_vit_kwargs(
     reg = int(sd["reg_token"].shape[1]) if "reg_token" in sd else 0
     if reg:
         kw["reg_tokens"] = reg
-    if "fc_norm.weight" in sd and "norm.weight" not in sd:
+    if any(k.startswith("attn_pool.") for k in sd):
+        kw["global_pool"] = "map"  # SigLIP-style attention pool (its feature is the global one)
+    elif "fc_norm.weight" in sd and "norm.weight" not in sd:
         kw["global_pool"] = "avg"  # e.g. MAE fine-tuned: the final norm lives after pooling
-    elif "norm.weight" not in sd and "fc_norm.weight" not in sd:
+    elif not kw["class_token"]:
+        # no CLS to pool: the mean of the patch tokens, after whichever norm the file has
+        kw["global_pool"] = "avg"
+        kw["fc_norm"] = "fc_norm.weight" in sd
+    if "norm.weight" not in sd and "fc_norm.weight" not in sd:
         kw["final_norm"] = False
     pe = sd.get("pos_embed")
     if pe is None:
@@ -92,8 +98,12 @@ def infer_vit_kwargs(
         return kw
     n = int(pe.shape[1])
     prefix = int(kw["class_token"]) + reg
-    g = math.isqrt(n - prefix)
-    if g * g == n - prefix and g > 0:
+    g = math.isqrt(max(n - prefix, 0))
+    if reg and math.isqrt(n) ** 2 == n:
+        # timm's register ViTs (DINOv2 ...) give neither CLS nor registers a position
+        g = math.isqrt(n)
+        kw["no_embed_class"] = True
+    elif g * g == n - prefix and g > 0:
         pass
     elif prefix and math.isqrt(n) ** 2 == n:
         g = math.isqrt(n)

@@ -17,7 +17,7 @@ import torch
 from moma.errors import CheckpointError
 from moma.models.safe_load import is_safetensors, list_keys, one_line, safetensors_metadata
 
-FORMATS = ("auto", "mae", "mocov3", "timm", "moma")
+FORMATS = ("auto", "mae", "mocov3", "timm", "moma", "dino", "open_clip")
 MOMA_EXPORT_FORMAT = "moma-backbone"
 FORMAT_VERSION = 1
 # Where each moma training method keeps its backbone inside the Lightning state_dict.
@@ -44,6 +44,32 @@ def _looks_like_vit(sd: Any) -> bool:
     return "patch_embed.proj.weight" in sd and any(
         isinstance(k, str) and k.startswith("blocks.0.") for k in sd
     )
+
+
+def dino_backbone_prefix(teacher: Mapping[str, Any]) -> str | None:
+    """Where a DINO / DINOv2 training checkpoint's ``teacher`` dict keeps its ViT, or ``None``.
+
+    DINO writes ``{"teacher": {"backbone.*", "head.*"}, "student": {"module.backbone.*", ...}}``
+    (``module.`` on the teacher too in some files); DINOv2 ``backbone.*``, ``dino_head.*``,
+    ``ibot_head.*``.
+    """
+    for prefix in ("backbone.", "module.backbone.", ""):
+        if _looks_like_vit(_strip(teacher, prefix) if prefix else teacher):
+            return prefix
+    return None
+
+
+OPEN_CLIP_TRUNK = "visual.trunk."  # an OpenCLIP model whose image tower is a timm ViT (SigLIP)
+
+
+def open_clip_state_dict(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The full state dict of an OpenCLIP file whose image tower is a timm ViT, else ``None``."""
+    for sd in (obj, obj.get("state_dict")):
+        if isinstance(sd, Mapping):
+            sd = _unwrap_module(sd)
+            if _looks_like_vit(_strip(sd, OPEN_CLIP_TRUNK)):
+                return sd
+    return None
 
 
 def _sidecar_paths(path: Path) -> list[Path]:
@@ -83,6 +109,11 @@ def detect_format(obj: Mapping[str, Any], path: str | Path) -> str:
         return "moma"
     if isinstance(obj.get("moma"), Mapping) and isinstance(obj.get("state_dict"), Mapping):
         return "moma"
+    teacher = obj.get("teacher")
+    if isinstance(teacher, Mapping) and dino_backbone_prefix(teacher) is not None:
+        return "dino"
+    if open_clip_state_dict(obj) is not None:
+        return "open_clip"
     sd = obj.get("state_dict")
     if isinstance(sd, Mapping):
         if any(

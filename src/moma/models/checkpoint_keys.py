@@ -1,8 +1,11 @@
 """Pick the backbone out of a checkpoint of each format, in timm key names.
 
 MAE, MoCo v3 and timm files are unwrapped (``model`` / ``state_dict`` / ``module.`` /
-``module.base_encoder.``), moma files are read through their export metadata or ``moma`` entry,
-and pre-training heads are dropped (:func:`extract_backbone_state_dict`). Re-exported by
+``module.base_encoder.``), DINO / DINOv2 training checkpoints give their ``teacher``'s
+``backbone.``, OpenCLIP files their image tower ``visual.trunk.``, moma files are read through
+their export metadata or ``moma`` entry, and pre-training heads are dropped
+(:func:`extract_backbone_state_dict`). DINOv2's own key layout (``register_tokens``, chunked
+``blocks.C.N.``) is renamed to timm's in every format (:func:`dinov2_to_timm`). Re-exported by
 :mod:`moma.models.checkpoint`.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,9 +25,12 @@ from moma.models.checkpoint_formats import (
     FORMAT_VERSION,
     FORMATS,
     METHOD_PREFIXES,
+    OPEN_CLIP_TRUNK,
     _looks_like_vit,
     _strip,
     _unwrap_module,
+    dino_backbone_prefix,
+    open_clip_state_dict,
     read_export_metadata,
 )
 from moma.models.safe_load import list_keys
@@ -101,6 +108,28 @@ def extract_backbone_state_dict(
                 f"blocks.0.*); found {list_keys(map(str, obj))}"
             )
         sd = _unwrap_module(sd)
+    elif fmt == "dino":
+        teacher = obj.get("teacher")
+        prefix = dino_backbone_prefix(teacher) if isinstance(teacher, Mapping) else None
+        if prefix is None:
+            raise CheckpointError(
+                f"{where}: format 'dino' expects {{'teacher': {{'backbone.*': ...}}}} with timm ViT "
+                f"keys under backbone.; top-level keys: {list_keys(map(str, obj))}"
+            )
+        sd = _strip(teacher, prefix) if prefix else dict(teacher)
+        meta["ignored"] = len(teacher) - len(sd)
+        meta["source_prefix"] = f"teacher.{prefix}"
+        log.info("%s: DINO checkpoint: taking the teacher's backbone (%r)", where, prefix)
+    elif fmt == "open_clip":
+        full = open_clip_state_dict(obj)
+        if full is None:
+            raise CheckpointError(
+                f"{where}: format 'open_clip' expects an image tower under {OPEN_CLIP_TRUNK!r}; "
+                f"top-level keys: {list_keys(map(str, obj))}"
+            )
+        sd = _strip(full, OPEN_CLIP_TRUNK)
+        meta["ignored"] = len(full) - len(sd)
+        meta["source_prefix"] = OPEN_CLIP_TRUNK
     elif fmt == "moma":
         sd = _extract_moma(obj, where, meta, path)
     else:
@@ -113,6 +142,7 @@ def extract_backbone_state_dict(
     ]
     if bad:
         raise CheckpointError(f"{where}: backbone entries that are not tensors: {list_keys(bad)}")
+    sd = dinov2_to_timm(sd, where)
     out: dict[str, torch.Tensor] = {}
     for k, v in sd.items():
         if k.startswith(HEAD_PREFIXES):
@@ -120,6 +150,36 @@ def extract_backbone_state_dict(
         else:
             out[k] = v
     return out, meta
+
+
+_CHUNKED_BLOCK = re.compile(r"^blocks\.\d+\.(\d+)\.")
+
+
+def dinov2_to_timm(sd: Mapping[str, torch.Tensor], where: Path) -> dict[str, torch.Tensor]:
+    """DINOv2's key layout in timm's names (the layout timm's own DINOv2 loader produces).
+
+    - ``register_tokens [1, R, D]`` -> ``reg_token``. DINOv2 adds ``pos_embed[:, 0]`` to the CLS
+      token and none to the registers; timm's register ViTs have no position for either
+      (``no_embed_class``), so the CLS position is folded into ``cls_token`` (the same sum) and
+      ``pos_embed`` keeps the patch positions only.
+    - ``blocks.C.N.*`` (training checkpoints with ``block_chunks``) -> ``blocks.N.*``.
+    - ``mask_token [1, D]`` is a pre-training key and is dropped with the heads.
+    Other layouts are returned unchanged.
+    """
+    out = dict(sd)
+    if any(_CHUNKED_BLOCK.match(k) for k in out):
+        out = {_CHUNKED_BLOCK.sub(r"blocks.\1.", k): v for k, v in out.items()}
+    if "register_tokens" in out:
+        if "cls_token" not in out or "pos_embed" not in out:
+            raise CheckpointError(
+                f"{where}: DINOv2 register_tokens without cls_token and pos_embed cannot be mapped"
+            )
+        pos = out.pop("pos_embed")  # [1, 1 + L, D]
+        out["reg_token"] = out.pop("register_tokens")
+        out["cls_token"] = out.pop("cls_token") + pos[:, :1]
+        out["pos_embed"] = pos[:, 1:]  # [1, L, D]
+        log.info("%s: DINOv2 register layout mapped to timm's (reg_token, no_embed_class)", where)
+    return out
 
 
 def _extract_moma(

@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass
 
 import timm
 from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor
+
+from moma.errors import ConfigError
 
 
 @dataclass
@@ -68,3 +71,29 @@ def describe(model: VisionTransformer) -> dict:
 def grid_size(model: VisionTransformer) -> tuple[int, int]:
     """Patch grid (rows, cols) of a ViT."""
     return tuple(int(g) for g in model.patch_embed.grid_size)
+
+
+def has_global_feature(vit: VisionTransformer) -> bool:
+    """Whether :func:`global_feature` is defined for ``vit``: a CLS token or a pooling head."""
+    return bool(vit.has_class_token) or bool(vit.global_pool) or vit.attn_pool is not None
+
+
+def global_feature(vit: VisionTransformer, tokens: Tensor) -> Tensor:
+    """One vector per image from the output tokens of ``vit``: ``[N, T, D] -> [N, D]``.
+
+    The CLS token (``tokens[:, 0]``) when the model has one; otherwise the model's own pooled
+    feature, through timm's pool and ``fc_norm`` in pre-logits mode (``forward_head(...,
+    pre_logits=True)``): the attention pool of a ``global_pool='map'`` ViT (SigLIP) or the mean
+    of the patch tokens of an ``avg`` one. ``tokens`` may be a masked subset of the patch
+    tokens (prefix tokens first), as the student's are during distillation.
+
+    Raises :class:`~moma.errors.ConfigError` for a ViT with neither (``global_pool=''``).
+    """
+    if vit.has_class_token:
+        return tokens[:, 0]
+    if not has_global_feature(vit):
+        raise ConfigError(
+            "the ViT has no CLS token and no pooling head (global_pool=''), so it has no global "
+            "feature: use patch-token features (eval --*.features mean, --moma.targets patch)"
+        )
+    return vit.forward_head(tokens, pre_logits=True)  # [N, D]
