@@ -9,13 +9,13 @@ ViT without a CLS token in timm's and OpenCLIP's layouts), loads it with
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
 import safetensors.torch
 import timm
 import torch
+from families import dino_checkpoint, dinov2_official, randomised
 from timm.models.vision_transformer import checkpoint_filter_fn
 
 import moma
@@ -25,15 +25,6 @@ from moma.models.vit import global_feature, has_global_feature
 
 TOL = dict(rtol=0, atol=1e-5)
 SMALL = dict(depth=2, embed_dim=128, num_heads=2, num_classes=0)  # 128 dims: 2 heads is guessable
-
-
-def randomised(model: torch.nn.Module) -> torch.nn.Module:
-    """Perturb every weight (LayerScale gammas start at 1e-5, tokens at 0: too tame to test)."""
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn(p.shape, generator=g))
-    return model.eval()
 
 
 def images(size: int) -> torch.Tensor:
@@ -46,28 +37,6 @@ def tokens(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- DINO
-
-
-def dino_checkpoint(teacher, student, teacher_prefix: str, args: bool) -> dict:
-    """DINO's ``checkpoint.pth``: both networks with their heads, optimiser, epoch, args."""
-
-    def with_head(model, prefix):
-        sd = {f"{prefix}backbone.{k}": v for k, v in model.state_dict().items()}
-        sd[f"{prefix}head.mlp.0.weight"] = torch.randn(256, 128)
-        sd[f"{prefix}head.last_layer.weight_g"] = torch.ones(1024, 1)
-        sd[f"{prefix}head.last_layer.weight_v"] = torch.randn(1024, 256)
-        return sd
-
-    ckpt = {
-        "student": with_head(student, "module."),
-        "teacher": with_head(teacher, teacher_prefix),
-        "optimizer": {"state": {}, "param_groups": []},
-        "epoch": 100,
-        "dino_loss": {"center": torch.zeros(1, 1024)},
-    }
-    if args:
-        ckpt["args"] = argparse.Namespace(arch="vit_small", patch_size=16, out_dim=1024)
-    return ckpt
 
 
 @pytest.mark.parametrize("teacher_prefix", ["", "module."])
@@ -91,23 +60,6 @@ def test_dino_takes_the_teacher_backbone(tmp_path: Path, teacher_prefix: str) ->
 
 
 # ----------------------------------------------------------------------------- DINOv2
-
-
-def dinov2_official(model) -> dict[str, torch.Tensor]:
-    """timm's DINOv2 weights in the official (facebookresearch/dinov2 hub) key layout.
-
-    The inverse of timm's conversion: DINOv2 gives the CLS token a position (``pos_embed[:, 0]``)
-    and calls the registers ``register_tokens``; it also ships the iBOT ``mask_token [1, D]``.
-    """
-    sd = dict(model.state_dict())
-    d = model.embed_dim
-    sd["mask_token"] = torch.zeros(1, d)
-    if "reg_token" in sd:
-        cls_pos = torch.randn(1, 1, d, generator=torch.Generator().manual_seed(2))
-        sd["register_tokens"] = sd.pop("reg_token")
-        sd["cls_token"] = sd["cls_token"] - cls_pos
-        sd["pos_embed"] = torch.cat([cls_pos, sd["pos_embed"]], dim=1)
-    return sd
 
 
 # 42 px / patch 14 = a 3x3 grid: the official register pos_embed has 1 + 9 = 10 rows, 9 after
