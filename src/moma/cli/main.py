@@ -51,6 +51,12 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str, str]] = {
         "run_finetune",
         "full fine-tuning",
     ),
+    ("embed",): (
+        "moma.eval.embed",
+        "EmbedConfig",
+        "run_embed",
+        "embeddings of every image (.npy + .csv)",
+    ),
     ("export",): (
         "moma.cli.export",
         "ExportConfig",
