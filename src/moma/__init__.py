@@ -3,7 +3,16 @@
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["BackboneConfig", "create_vit", "load_backbone", "export_backbone", "__version__"]
+__all__ = [
+    "BackboneConfig",
+    "create_vit",
+    "distill",
+    "embed",
+    "export_backbone",
+    "load_backbone",
+    "pretrain",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,6 +25,10 @@ def __getattr__(name: str) -> Any:
         from moma.models.checkpoint import load_backbone
 
         return load_backbone
+    if name in ("distill", "embed", "pretrain"):
+        from moma import api
+
+        return getattr(api, name)
     if name == "export_backbone":
         from moma.models.export import export_backbone
 
