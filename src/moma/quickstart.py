@@ -42,6 +42,7 @@ class Budget:
     linear_epochs: int
     knn_k: list[int]
     ckpt_every_n_steps: int = 100
+    map_points: int = 2000  # test images in the report's t-SNE map of each backbone
 
 
 def _vit(depth: int, dim: int, heads: int) -> BackboneConfig:
@@ -56,7 +57,7 @@ BUDGETS: dict[str, Budget] = {
     "smoke": Budget(
         mae_steps=30, mocov3_steps=15, distill_steps=20, batch_size=64, train_subset=4096,
         eval_subset=4096, teacher=_vit(2, 64, 2), student_small=_vit(2, 48, 2),
-        linear_epochs=5, knn_k=[20, 200], ckpt_every_n_steps=10,
+        linear_epochs=5, knn_k=[20, 200], ckpt_every_n_steps=10, map_points=500,
     ),
     # About 25 minutes on 2 idle CPU cores (measured 24m40s; RESULTS.md); 6x192 teachers, a
     # 4x192 compact student.
@@ -282,7 +283,11 @@ def write_report(cfg: QuickstartConfig, b: Budget, out: Path, stages: StageLog) 
     from moma.report.table import format_table
 
     path = build_report(
-        [out], out, title=f"moma quickstart ({cfg.budget})", data_cfg=DataConfig(root=cfg.data_root)
+        [out],
+        out,
+        title=f"moma quickstart ({cfg.budget})",
+        data_cfg=DataConfig(root=cfg.data_root),
+        map_points=b.map_points,
     )  # data_cfg: test images for the CLS attention maps
     lines = ["", "## Stages (compute)", "", "| stage | steps | images processed | wall time |",
              "| --- | ---: | ---: | ---: |"]  # fmt: skip

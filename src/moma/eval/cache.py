@@ -47,6 +47,17 @@ def load_features(path: Path) -> tuple[Tensor, Tensor] | None:
         return None
 
 
+def read_cache_meta(path: Path) -> dict | None:
+    """The key parts a cache file was stored under (its tensors are memory-mapped, not read);
+    ``None`` when the file is unreadable. Lets a reader find entries without the key."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        meta = blob["meta"]
+    except Exception:  # a corrupt or foreign file is simply not an entry
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def cached_features(
     cache_dir: Path | None,
     key_parts: dict,

@@ -50,6 +50,8 @@ def build_report(
     images: Tensor | None = None,
     data_cfg: Any = None,
     num_images: int = 4,
+    feature_map: bool = True,
+    map_points: int = 2000,
 ) -> Path:
     """Gather ``results/*.json`` and CSV logs under ``run_dirs`` into ``out_dir/report.md``.
 
@@ -57,7 +59,10 @@ def build_report(
     ``loss_curves.png`` (when ``metrics.csv`` logs exist), copies of MAE reconstruction
     PNGs under ``figures/``, and ``attention_maps.png`` when images are available
     (``images``, or the first ``num_images`` test images of ``data_cfg``) for ``backbones``
-    (default: every backbone file named by a result). Returns the path of ``report.md``.
+    (default: every backbone file named by a result). With ``feature_map``, ``feature_maps.png``
+    next to the table: a t-SNE of each model's features on ``map_points`` test images
+    (:mod:`moma.report.feature_map`; from the evaluation's feature cache when it is under
+    ``run_dirs``, else computed on ``data_cfg``'s test split). Returns the path of ``report.md``.
     """
     run_dirs = [Path(d) for d in run_dirs]
     out_dir = Path(out_dir)
@@ -66,6 +71,8 @@ def build_report(
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     md = [f"# {title}", "", f"_Generated {stamp} from {len(rows)} result(s)._", ""]
     md += ["## Results", "", format_table(rows), NOTES, ""]
+    if rows and feature_map:
+        md += _feature_map_section(rows, run_dirs, out_dir, data_cfg, backbones, map_points)
     figures: list[tuple[str, str]] = []
     if rows:
         datasets = sorted({str(r.get("dataset")) for r in rows})
@@ -104,6 +111,41 @@ def build_report(
     tmp.replace(path)
     log.info("report written to %s", path)
     return path
+
+
+def _feature_map_section(
+    rows: list[dict],
+    run_dirs: list[Path],
+    out_dir: Path,
+    data_cfg: Any,
+    backbones: dict[str, Any] | None,
+    points: int,
+) -> list[str]:
+    """The Markdown of the feature-map figure (empty when it cannot be drawn)."""
+    from moma.report.feature_map import feature_map
+
+    try:
+        drawn = feature_map(
+            rows, run_dirs, out_dir / "feature_maps.png", data_cfg, backbones, points
+        )
+    except Exception as exc:  # the figure is optional: the table must still be written
+        log.warning("feature map: not drawn: %s", exc)
+        return []
+    if drawn is None:
+        return []
+    path, inputs = drawn
+    n = max(len(m.labels) for m in inputs)
+    sources = sorted({m.source for m in inputs})
+    caption = "Test features in 2-D (t-SNE), coloured by class"
+    return [
+        f"### {caption}",
+        "",
+        f"![{caption}]({path.name})",
+        "",
+        f"_{n} test images (the same for every model); features from "
+        f"{' and '.join(sources)}; scikit-learn t-SNE, perplexity 30._",
+        "",
+    ]
 
 
 def _first_images(data_cfg: Any, n: int) -> Tensor | None:

@@ -22,8 +22,11 @@ class ReportConfig:
         out_dir: where ``report.md`` and the PNG figures go.
         title: report title.
         attention: draw CLS attention maps of every backbone file the results name.
-        data: dataset whose first test images the attention maps show.
+        data: dataset whose first test images the attention maps show (and whose test split
+            the feature maps use for models without cached features).
         num_images: images in the attention figure.
+        feature_map: draw a t-SNE map of every model's test features next to the table.
+        map_points: test images in each map (a fixed subsample).
     """
 
     runs: list[str] = field(default_factory=lambda: ["runs"])
@@ -32,6 +35,8 @@ class ReportConfig:
     attention: bool = True
     data: DataConfig = field(default_factory=DataConfig)
     num_images: int = 4
+    feature_map: bool = True
+    map_points: int = 2000
 
 
 def run_report(cfg: ReportConfig) -> Path:
@@ -52,6 +57,8 @@ def run_report(cfg: ReportConfig) -> Path:
         title=cfg.title,
         data_cfg=cfg.data if cfg.attention else None,
         num_images=cfg.num_images,
+        feature_map=cfg.feature_map,
+        map_points=cfg.map_points,
     )
     sys.stdout.write(format_table(load_results(runs)))
     log.info("report: %s", path)
