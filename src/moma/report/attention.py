@@ -77,14 +77,17 @@ def attention_maps(
 ) -> Path:
     """Grid of images (rows) x backbones (columns): CLS-to-patch attention over each image.
 
-    Backbones that are not ViTs, or whose input size differs from the images, are skipped
-    with a warning. Writes a PNG to ``out_path`` and returns it.
+    Backbones that are not ViTs, that have no CLS token (SigLIP-style), or whose input size
+    differs from the images, are skipped with a warning. Writes a PNG to ``out_path`` and returns it.
     """
     size = tuple(images.shape[-2:])
     usable: dict[str, Tensor] = {}
     for name, vit in backbones.items():
         if not isinstance(vit, VisionTransformer):
             log.warning("attention maps: %s is not a ViT, skipped", name)
+            continue
+        if not vit.has_class_token:
+            log.warning("attention maps: %s has no CLS token (its pool is its own), skipped", name)
             continue
         if tuple(vit.patch_embed.img_size) != size:
             log.warning(
