@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from toy import TINY
 
 from moma.cli.main import main
 from moma.data import DataConfig, load_split
@@ -19,19 +20,6 @@ from moma.eval.embed_store import EmbeddingStore
 from moma.eval.features import extract_features
 from moma.models.checkpoint import load_backbone
 from moma.models.export import export_backbone
-from moma.models.vit import BackboneConfig
-
-TINY = BackboneConfig(
-    arch="vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2
-)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

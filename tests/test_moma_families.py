@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 from families import write_family
-from toy import TINY, ToyData
+from toy import TINY, ToyData, needs_fashion_mnist
 
 from moma.methods.moma import (
     MomaConfig,
@@ -24,14 +24,6 @@ from moma.train.metrics import read_metrics
 
 # family -> the teacher's input size (the 16 px views are resized to it)
 FAMILIES = {"dino": 32, "dinov2": 28, "siglip": 32}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def trainer(out, steps: int) -> TrainerConfig:
@@ -74,17 +66,7 @@ def test_student_without_cls_token_distils_its_pooled_feature(tmp_path):
     assert student.attn_pool.latent.grad is not None  # the pool is what is trained
 
 
-def _fashion_mnist_available() -> bool:
-    from moma.data.fashion_mnist import find_root
-
-    try:
-        find_root(None)
-    except Exception:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _fashion_mnist_available(), reason="Fashion-MNIST files not installed")
+@needs_fashion_mnist
 def test_cli_distils_a_dinov2_p14_and_an_mae_p16_teacher_together(tmp_path):
     """One ``moma distill``: DINOv2 (patch 14, registers; 3x3 grid) and MAE (patch 16; 2x2 grid)
     teachers, an 8x8-grid student; patch targets are resampled to the student's grid."""

@@ -6,10 +6,8 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
-
-from moma.data.fashion_mnist import find_root
+from toy import needs_fashion_mnist
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 MARKER = "<!-- tests/test_readme.py executes the next python block -->"
@@ -23,15 +21,7 @@ def readme_block() -> str:
     return m.group(1)
 
 
-def _fashion_mnist_available() -> bool:
-    try:
-        find_root(None)
-    except Exception:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _fashion_mnist_available(), reason="Fashion-MNIST files not installed")
+@needs_fashion_mnist
 def test_readme_python_api_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the example writes runs/api/...
     before = torch.get_num_threads()

@@ -8,26 +8,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from toy import TINY
 
 from moma.data import DataConfig
 from moma.eval.run import run_eval
 from moma.models.export import export_backbone
-from moma.models.vit import BackboneConfig
 from moma.report import build_report
 from moma.report.feature_map import map_inputs, subsample
 from moma.report.gather import load_results
-
-TINY = BackboneConfig(
-    arch="vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2
-)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -87,3 +88,19 @@ class _TwoViews(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return [self.v1[i], self.v2[i]], self.y[i]
+
+
+def _fashion_mnist_available() -> bool:
+    from moma.data.fashion_mnist import find_root
+
+    try:
+        find_root(None)
+    except Exception:
+        return False
+    return True
+
+
+#: Marks a test that reads the embedded Fashion-MNIST files.
+needs_fashion_mnist = pytest.mark.skipif(
+    not _fashion_mnist_available(), reason="Fashion-MNIST files not installed"
+)

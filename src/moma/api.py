@@ -11,7 +11,6 @@ option by option (a list, such as ``teachers``, replaces the file's). Invalid va
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -23,19 +22,6 @@ if TYPE_CHECKING:
     from moma.train import RunResult
 
 PathLike = str | os.PathLike
-
-
-def _plain(value: Any) -> Any:
-    """Config dataclasses, paths and tuples as the plain data a parser takes."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
 
 
 def _flatten(key: str, value: Any, out: dict[str, Any]) -> None:
@@ -50,6 +36,8 @@ def _flatten(key: str, value: Any, out: dict[str, Any]) -> None:
 
 def _options(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """The named arguments with ``overrides`` on top, as dotted keys (``None`` = not set)."""
+    from moma.cli.main import _plain
+
     out: dict[str, Any] = {}
     for source in (values, overrides):
         for key, value in source.items():
