@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "moma-embeddings"
 DTYPE = np.float32
-COMMIT_EVERY_S = 1.0  # fsync + progress file at most this often (each costs ~10 ms on a disk)
+COMMIT_EVERY_S = 0.5  # fsync + progress file at most this often (each costs ~10 ms on a disk)
 
 
 def _read_json(path: Path) -> dict | None:
