@@ -33,7 +33,7 @@ from moma.train.lock import RunLock
 
 if TYPE_CHECKING:
     from moma.data.datamodule import SSLDataModule
-    from moma.methods.moma import MomaMethod
+    from moma.methods.moma import MomaMethod, MomaRunConfig
 
 log = logging.getLogger(__name__)
 
@@ -322,3 +322,47 @@ class TargetCache(L.Callback):
             }
             text = json.dumps(summary, indent=1)
             atomic_write(self.out_dir / "target_cache.json", lambda f: f.write(text.encode()))
+
+
+def precision_context(precision: str, device: torch.device) -> Callable[[], AbstractContextManager]:
+    """The forward context Lightning uses for ``trainer.precision`` on ``device`` (so a
+    store built outside a fit has the key and the values of one built inside it)."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    if str(precision) in ("bf16-mixed", "16-mixed"):
+        return MixedPrecision(str(precision), device.type).forward_context
+    return nullcontext
+
+
+def run_device(accelerator: str) -> torch.device:
+    """The device a single-process run of ``trainer.accelerator`` trains on."""
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def build_target_cache(cfg: MomaRunConfig) -> list[dict]:
+    """Build (or check and reuse) the target stores of a distill config's teachers, without
+    training: what a ``moma distill`` with the same config would find ready. Returns the
+    per-teacher records of :func:`prepare_stores`."""
+    from moma.data.datamodule import SSLDataModule
+    from moma.methods.moma import build_moma
+    from moma.methods.moma_config import check_cache_config
+    from moma.models.attention import set_attention
+    from moma.train.fit import seed_run
+
+    check_cache_config(cfg.cache)
+    if int(cfg.cache.views) < 1:
+        raise ConfigError("cache.views must be >= 1 to build a target cache")
+    seed_run(cfg.trainer.seed)
+    module = build_moma(cfg)
+    device = run_device(cfg.trainer.accelerator)
+    module.to(device).eval()
+    set_attention(module, device, cfg.trainer.attention)
+    dm = SSLDataModule(cfg.data, views=1, augment="mae", keyed_views=int(cfg.cache.views))
+    dm.setup("fit")
+    root = cache_dir(cfg.cache, cfg.trainer.out_dir)
+    precision = precision_context(cfg.trainer.precision, device)
+    return prepare_stores(
+        module, dm, cfg.cache, root, device, precision, progress=cfg.trainer.progress_bar
+    )

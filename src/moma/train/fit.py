@@ -124,7 +124,7 @@ class AttentionKernel(L.Callback):
 def build_trainer(
     cfg: TrainerConfig, guard: RunGuard, out_dir: Path, callbacks: list[L.Callback] | None = None
 ) -> L.Trainer:
-    """The Lightning Trainer for a moma run (``callbacks``: the method's own, run first)."""
+    """The Lightning Trainer for a moma run (``callbacks``: the method's own)."""
     # One CSV per attempt (logs/version_N/metrics.csv): Lightning's CSV logger would
     # otherwise overwrite the metrics of the interrupted attempt on resume.
     # flush_logs_every_n_steps=1: a row reaches the disk when logged, not up to 100 steps later
@@ -137,7 +137,9 @@ def build_trainer(
         loggers.append(TensorBoardLogger(save_dir=str(out_dir), name="tb"))
     except ImportError:
         pass
-    callbacks = [*(callbacks or []), guard, AttentionKernel(cfg.attention)]
+    # The method's own callbacks run after the attention kernel is chosen (a target cache
+    # built at fit start then uses the kernel training uses).
+    callbacks = [guard, AttentionKernel(cfg.attention), *(callbacks or [])]
     if cfg.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 25))
     return L.Trainer(
