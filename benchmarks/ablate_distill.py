@@ -1,11 +1,20 @@
-"""Ablation of MOMA's distillation defaults at a fixed budget (issue 6).
+"""Ablation of MOMA's distillation defaults at a fixed budget.
 
 Uses the teachers a quickstart run made (``QS/mae`` and ``QS/mocov3`` exports) and
 distils them (``--teacher both``: mechanism 3; or one of them) into a random 4x192 student
-with one option changed at a time from ``MomaConfig()``'s defaults, once per seed. Each
-run is evaluated with kNN (k=20) and a linear probe; the table gives mean +- std over seeds.
+with one option changed at a time from the defaults, once per seed. Each run is evaluated
+with kNN (k=20) and a linear probe; the table gives mean +- std over seeds and each run's
+cost (the teacher-target cache's build, when there is one, and the training).
 
     python benchmarks/ablate_distill.py --teachers runs/quickstart --steps 300 --seeds 0 1 2
+    python benchmarks/ablate_distill.py --teachers runs/quickstart --set cache --epochs 6 \
+        --seeds 0 1 --eval-subset 20000
+
+Variant sets: ``defaults`` (the MOMA options, issue 6) and ``cache`` (the number of cached
+views ``K`` at a fixed number of epochs; ``K = epochs`` sees as many distinct views as an
+uncached run, a fresh one per epoch, at the same teacher cost), ``lr`` and ``mask``.
+A variant's options are dotted keys of the distill config (``moma.mask_ratio``,
+``cache.views``, ``optim.base_lr``, ``trainer.max_epochs``, ...).
 
 Runs on the GPU when one is visible (Lightning's ``accelerator=auto``; the evaluation
 too). Resumable: finished (variant, seed) runs are skipped. Writes ``OUT/ablation.md`` (the
@@ -24,22 +33,52 @@ from pathlib import Path
 
 from moma.data import DataConfig
 from moma.eval.run import run_eval
-from moma.methods.moma import MomaConfig, MomaRunConfig, StudentConfig, TeacherConfig, run_moma
+from moma.methods.moma import CacheConfig, MomaRunConfig, StudentConfig, TeacherConfig, run_moma
+from moma.methods.optim import OptimConfig
 from moma.models.vit import BackboneConfig
 from moma.train import TrainerConfig
 
 log = logging.getLogger("ablation")
 
-# name -> the options changed from MomaConfig()'s defaults
-VARIANTS: dict[str, dict] = {
-    "default": {},
-    "mask 0.75": {"mask_ratio": 0.75},
-    "mask 0.95": {"mask_ratio": 0.95},
-    "targets cls+patch": {"targets": "cls+patch"},  # the default until this ablation chose cls
-    "targets patch": {"targets": "patch"},
-    "norm l2": {"target_norm": "l2"},
-    "loss cosine": {"loss": "cosine"},
+# set -> variant name -> the options changed from the defaults (dotted config keys)
+VARIANT_SETS: dict[str, dict[str, dict]] = {
+    "defaults": {
+        "default": {},
+        "mask 0.75": {"moma.mask_ratio": 0.75},
+        "mask 0.95": {"moma.mask_ratio": 0.95},
+        "targets cls+patch": {"moma.targets": "cls+patch"},  # the default until issue 6
+        "targets patch": {"moma.targets": "patch"},
+        "norm l2": {"moma.target_norm": "l2"},
+        "loss cosine": {"moma.loss": "cosine"},
+    },
+    "cache": {
+        "K=1": {"cache.views": 1},
+        "K=2": {"cache.views": 2},
+        "K=4": {"cache.views": 4},
+        "K=epochs": {"cache.views": "epochs"},  # as many views as an uncached run sees
+    },
+    "lr": {
+        "lr 1e-3": {"cache.views": 2},
+        "lr 2e-3": {"cache.views": 2, "optim.base_lr": 2e-3},
+        "lr 5e-4": {"cache.views": 2, "optim.base_lr": 5e-4},
+    },
+    "mask": {
+        "mask 0.9": {"cache.views": 2},
+        "mask 0.75": {"cache.views": 2, "moma.mask_ratio": 0.75},
+        "mask 0.95": {"cache.views": 2, "moma.mask_ratio": 0.95},
+    },
 }
+
+
+def apply(cfg: MomaRunConfig, changes: dict, epochs: int) -> MomaRunConfig:
+    """``cfg`` with the dotted ``changes`` applied (``"epochs"`` means the run's epochs)."""
+    for dotted, value in changes.items():
+        node = cfg
+        *path, last = dotted.split(".")
+        for part in path:
+            node = getattr(node, part)
+        setattr(node, last, epochs if value == "epochs" else value)
+    return cfg
 
 
 def run_variant(name: str, changes: dict, seed: int, args: argparse.Namespace) -> dict:
@@ -62,21 +101,27 @@ def run_variant(name: str, changes: dict, seed: int, args: argparse.Namespace) -
             init="random",
             backbone=BackboneConfig(img_size=32, patch_size=4, depth=4, embed_dim=192, num_heads=3),
         ),
-        moma=dataclasses.replace(MomaConfig(), **changes),
+        optim=OptimConfig(base_lr=1e-3),  # the quickstart's lr for random students
         trainer=TrainerConfig(
-            out_dir=str(out), max_steps=args.steps, seed=seed, progress_bar=False,
-            ckpt_every_n_steps=max(args.steps, 100), precision=args.precision,
+            out_dir=str(out), max_steps=-1 if args.epochs else args.steps,
+            max_epochs=args.epochs or 1, seed=seed, progress_bar=False,
+            ckpt_every_n_steps=1000, precision=args.precision,
         ),
+        cache=CacheConfig(dir=str(Path(args.work or args.out) / "targets")),
     )  # fmt: skip
+    cfg = apply(cfg, changes, args.epochs)
     t0 = time.perf_counter()
     res = run_moma(cfg)
-    train_s = time.perf_counter() - t0
+    total_s = time.perf_counter() - t0
+    cache = out / "target_cache.json"
+    build_s = json.loads(cache.read_text())["seconds"] if cache.exists() else 0.0
     rec = {
         "variant": name,
         "changes": changes,
         "seed": seed,
         "steps": res.global_step,
-        "train_s": round(train_s, 1),
+        "cache_build_s": round(build_s, 1),
+        "train_s": round(total_s - build_s, 1),
     }
     export = str(out / "backbone.safetensors")
     knn = run_eval("knn", export, eval_data, out, slug, "student", k=[20])
@@ -97,23 +142,26 @@ def summarise(rows: list[dict], args: argparse.Namespace) -> str:
     """The Markdown table: one line per variant, mean +- std over seeds."""
     seeds = sorted({r["seed"] for r in rows})
     lines = [
-        f"Teacher(s) {args.teacher} -> random 4x192 student, {args.steps} steps x batch "
+        f"Teacher(s) {args.teacher} -> random 4x192 student, "
+        f"{f'{args.epochs} epochs' if args.epochs else f'{args.steps} steps'} x batch "
         f"{args.batch_size}, precision {args.precision}, seeds {seeds}; kNN bank / probe set "
         f"{args.eval_subset or 60000} training images, full test split; one option changed "
         "from the defaults per row; mean +- sample std over seeds.",
         "",
-        "| variant | change | kNN k=20 top-1 (%) | linear top-1 (%) | train time / run (s) |",
-        "| --- | --- | ---: | ---: | ---: |",
+        "| variant | change | kNN k=20 top-1 (%) | linear top-1 (%) | cache build / run (s) "
+        "| train time / run (s) |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    for name in VARIANTS:
+    for name in VARIANT_SETS[args.set]:
         mine = [r for r in rows if r["variant"] == name]
         if not mine:
             continue
         change = ", ".join(f"{k}={v}" for k, v in mine[0]["changes"].items()) or "defaults"
         train_s = statistics.mean(r["train_s"] for r in mine)
+        build_s = statistics.mean(r.get("cache_build_s", 0.0) for r in mine)
         lines.append(
             f"| {name} | {change} | {_mean_std([r['knn_k20'] for r in mine])} | "
-            f"{_mean_std([r['linear'] for r in mine])} | {train_s:.0f} |"
+            f"{_mean_std([r['linear'] for r in mine])} | {build_s:.0f} | {train_s:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -123,7 +171,9 @@ def main() -> None:
     p.add_argument("--teachers", required=True, help="a quickstart output folder")
     p.add_argument("--out", default="runs/ablation", help="where the table and JSON go")
     p.add_argument("--work", default=None, help="where the runs go (default: --out)")
+    p.add_argument("--set", choices=list(VARIANT_SETS), default="defaults")
     p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--epochs", type=int, default=0, help="train for epochs instead of --steps")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--linear-epochs", type=int, default=30)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -138,7 +188,7 @@ def main() -> None:
     rows = []
     # Seed-major order: a run cut short still has every variant at the first seeds.
     for seed in args.seeds:
-        for name, changes in VARIANTS.items():
+        for name, changes in VARIANT_SETS[args.set].items():
             if args.only and name not in args.only:
                 continue
             rows.append(run_variant(name, changes, seed, args))

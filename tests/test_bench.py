@@ -34,6 +34,7 @@ def test_bench_tiny_writes_table_and_json(tmp_path, one_thread, capsys):
         jpeg_images=8,
         data_workers=0,
         matmul_size=64,
+        cache_build_batch=16,
     )
     result = run_bench(cfg)
     out = tmp_path / "bench"
@@ -46,7 +47,9 @@ def test_bench_tiny_writes_table_and_json(tmp_path, one_thread, capsys):
     for prec in ("fp32", "bf16"):
         assert (prec, f"peak:{prec}:start") in keys and (prec, f"peak:{prec}:end") in keys
         for key in ("teacher:ViT 2x32/4", "student:0", "student:0.9", "moma:1t", "moma:2t",
-                    "moma-teachers:2t", "moma-student:2t", "mae", "mocov3", "batch:4"):  # fmt: skip
+                    "moma-teachers:2t", "moma-student:2t", "mae", "mocov3", "batch:4",
+                    "cache:cached:ViT 2x32/4", "cache:live:ViT 2x32/4", "cache:mae:ViT 2x32/4",
+                    "cache:build"):  # fmt: skip
             assert (prec, key) in keys, key
     assert ("-", "data:jpeg:stream") in keys and ("-", "data:jpeg:ram") in keys
     for r in result["rows"]:
@@ -56,6 +59,7 @@ def test_bench_tiny_writes_table_and_json(tmp_path, one_thread, capsys):
     targets = {(t["precision"], t["target"]) for t in saved["targets"]}
     assert ("bf16", "MOMA step 2t vs sum of parts") in targets
     assert ("fp32", "student step speed-up, mask 0.9 vs 0") in targets
+    assert ("bf16", "cached MOMA step (ViT 2x32/4) vs an MAE step") in targets
     methods = {e["method"] for e in saved["epochs"] if e["precision"] == "bf16"}
     assert {"MOMA, 1 teacher", "MAE", "MoCo v3"} <= methods
     assert "## Targets" in md and "| MOMA step, 2 teachers" in md

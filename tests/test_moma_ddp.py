@@ -38,7 +38,8 @@ def _image_folder(root: Path, per_class: int = 8) -> Path:
     return root
 
 
-def test_ddp_two_processes(tmp_path):
+def _ddp_distill(tmp_path, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """``moma distill`` with 2 CPU processes (gloo) on a 16-image folder, tiny models."""
     teacher = tmp_path / "teacher.pth"
     torch.manual_seed(1)
     torch.save(TINY.build().state_dict(), teacher)
@@ -77,10 +78,16 @@ def test_ddp_two_processes(tmp_path):
         "false",
         "--trainer.log_every_n_steps",
         "1",
+        *extra,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     r = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-4000:]
+    return r, out
+
+
+def test_ddp_two_processes(tmp_path):
+    r, out = _ddp_distill(tmp_path)
     assert "MEMBER: 2/2" in r.stderr  # really two processes
 
     ck = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
@@ -90,3 +97,15 @@ def test_ddp_two_processes(tmp_path):
     assert student.embed_dim == 32 and len(student.blocks) == 2
     for k, v in student.state_dict().items():
         assert torch.equal(v, ck["state_dict"][f"student.{k}"]), k
+
+
+def test_ddp_target_cache_each_rank_builds_its_share(tmp_path):
+    r, out = _ddp_distill(tmp_path, "--cache.views", "2")
+    assert "MEMBER: 2/2" in r.stderr
+    summary = json.loads((out / "target_cache.json").read_text())
+    rec = summary["teachers"][0]
+    assert rec["chunks"] == 16 and rec["built_chunks"] == 8  # rank 0 built half
+    store = Path(rec["folder"])
+    assert len(list((store / "chunks").glob("*.sha256"))) == 16  # rank 1 the other half
+    ck = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ck["global_step"] == 3

@@ -36,6 +36,22 @@ def test_quickstart_smoke_runs_every_stage_and_resumes(tmp_path):
     for name in MODELS:
         assert name in report, name
     assert "## Stages (compute)" in report
+    # the teachers' targets were computed once, in their own stage, and shared
+    assert stages["targets"]["teachers"] == ["mocov3", "mae"]
+    assert stages["targets"]["images_processed"] == 2 * 4096  # 2 teachers x 1 view
+    store_folders = {p.parent for p in (out / "targets").glob("*/meta.json")}
+    assert len(store_folders) == 2
+    used = {
+        t["folder"]
+        for name in MODELS[4:]
+        for t in json.loads((out / name / "target_cache.json").read_text())["teachers"]
+    }
+    assert used == {str(f) for f in store_folders}
+    for name in MODELS[4:]:
+        summary = json.loads((out / name / "target_cache.json").read_text())
+        assert all(t["built_chunks"] == 0 for t in summary["teachers"])  # reused, not rebuilt
+    assert "## Did the students beat their teachers?" in report
+    assert report.count("**moma_") >= 3  # one sentence per mechanism
     results = {p.name for p in (out / "eval" / "results").glob("*.json")}
     assert len(results) == len(MODELS) * 3  # knn-k20, knn-k200, linear
     for png in ("accuracy.png", "loss_curves.png", "attention_maps.png"):
@@ -49,4 +65,4 @@ def test_quickstart_smoke_runs_every_stage_and_resumes(tmp_path):
     # Re-running the same command skips every finished stage.
     r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r2.returncode == 0, r2.stderr[-3000:]
-    assert r2.stderr.count("done earlier, skipped") == 6
+    assert r2.stderr.count("done earlier, skipped") == 7  # 2 teachers, targets, 3 students, eval

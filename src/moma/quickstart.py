@@ -1,9 +1,11 @@
 """``moma quickstart``: MOMA's comparison end to end on Fashion-MNIST (32 px, patch 4).
 
-Stages: pre-train an MAE and a MoCo v3 teacher; distil the paper's three mechanisms
-(MoCo v3 -> MAE-initialised student, MAE -> MoCo-v3-initialised student, both -> a smaller
-random student); evaluate every backbone plus raw-pixel and random-init baselines (kNN and
-linear probe); write ``OUT/report.md`` and plots. Re-running the same command skips
+Stages: pre-train an MAE and a MoCo v3 teacher; compute each teacher's targets once on
+``cache_views`` views of every image (the teacher-target cache, shared by every mechanism
+that distils from that teacher); distil the paper's three mechanisms (MoCo v3 ->
+MAE-initialised student, MAE -> MoCo-v3-initialised student, both -> a smaller random
+student) on those targets; evaluate every backbone plus raw-pixel and random-init baselines
+(kNN and linear probe); write ``OUT/report.md`` and plots. Re-running the same command skips
 finished stages and resumes an interrupted one (training stages resume from their last
 checkpoint).
 """
@@ -33,7 +35,8 @@ class Budget:
 
     mae_steps: int
     mocov3_steps: int  # a MoCo v3 step costs ~6x an MAE step (two full views + momentum)
-    distill_steps: int
+    distill_epochs: int  # epochs of each distillation over the cached targets
+    cache_views: int  # cached views per image (each teacher runs once per image per view)
     batch_size: int
     train_subset: int | None  # training images used for pre-training and distillation
     eval_subset: int | None  # training images in the kNN bank / linear-probe training set
@@ -42,6 +45,7 @@ class Budget:
     linear_epochs: int
     knn_k: list[int]
     ckpt_every_n_steps: int = 100
+    distill_steps: int = -1  # > 0: this many steps instead of distill_epochs (smoke runs)
     map_points: int = 2000  # test images in the report's t-SNE map of each backbone
 
 
@@ -55,20 +59,22 @@ def _vit(depth: int, dim: int, heads: int) -> BackboneConfig:
 BUDGETS: dict[str, Budget] = {
     # CI-sized: proves every stage runs; accuracies are not meaningful.
     "smoke": Budget(
-        mae_steps=30, mocov3_steps=15, distill_steps=20, batch_size=64, train_subset=4096,
+        mae_steps=30, mocov3_steps=15, distill_epochs=1, distill_steps=20, cache_views=1,
+        batch_size=64, train_subset=4096,
         eval_subset=4096, teacher=_vit(2, 64, 2), student_small=_vit(2, 48, 2),
         linear_epochs=5, knn_k=[20, 200], ckpt_every_n_steps=10, map_points=500,
     ),
     # About 25 minutes on 2 idle CPU cores (measured 24m40s; RESULTS.md); 6x192 teachers, a
     # 4x192 compact student.
     "default": Budget(
-        mae_steps=600, mocov3_steps=110, distill_steps=200, batch_size=256, train_subset=None,
+        mae_steps=600, mocov3_steps=110, distill_epochs=6, cache_views=2, batch_size=256,
+        train_subset=None,
         eval_subset=20000, teacher=_vit(6, 192, 3), student_small=_vit(4, 192, 3),
         linear_epochs=30, knn_k=[20, 200],
     ),
     # Real results: about 2.5 hours on 2 CPU cores (from the measured step costs), minutes on a GPU.
     "long": Budget(
-        mae_steps=4000, mocov3_steps=800, distill_steps=1200, batch_size=256,
+        mae_steps=4000, mocov3_steps=800, distill_epochs=20, cache_views=4, batch_size=256,
         train_subset=None, eval_subset=None, teacher=_vit(6, 192, 3),
         student_small=_vit(4, 192, 3), linear_epochs=60, knn_k=[20, 200],
         ckpt_every_n_steps=200,
@@ -112,37 +118,55 @@ def _fmt(seconds: float) -> str:
     return f"{m}m{s:02d}s"
 
 
-def _trainer(cfg: QuickstartConfig, b: Budget, out: Path, steps: int):
+def _trainer(cfg: QuickstartConfig, b: Budget, out: Path, steps: int, epochs: int = 1):
     from moma.train import TrainerConfig
 
     return TrainerConfig(
-        out_dir=str(out), max_steps=steps, precision=cfg.precision, seed=cfg.seed,
-        ckpt_every_n_steps=b.ckpt_every_n_steps, progress_bar=cfg.progress_bar,
+        out_dir=str(out), max_steps=steps, max_epochs=epochs, precision=cfg.precision,
+        seed=cfg.seed, ckpt_every_n_steps=b.ckpt_every_n_steps, progress_bar=cfg.progress_bar,
         log_every_n_steps=10,
     )  # fmt: skip
 
 
+# The mechanisms: student stage -> (what it distils from, the model it starts from).
+MECHANISMS = {
+    "moma_mocov3_to_mae": (["mocov3"], "mae"),
+    "moma_mae_to_mocov3": (["mae"], "mocov3"),
+    "moma_both_to_random": (["mocov3", "mae"], None),
+}
+
+
 def training_stages(cfg: QuickstartConfig, b: Budget, out: Path, data: DataConfig) -> dict:
-    """name -> (role, run config builder, run function) of the five training stages.
+    """name -> (role, run config builder, run function) of the training stages: the two
+    teachers, the teacher-target cache (``targets``) and the three mechanisms.
 
     Learning rates are raised from the papers' base_lr (set for batches of 4096 and hundreds
     of epochs) because these runs are short: lr = base_lr * 256 / 256.
     """
     from moma.methods.mae import MAERunConfig, run_mae
     from moma.methods.mocov3 import MoCoV3RunConfig, mocov3_optim, run_mocov3
-    from moma.methods.moma import MomaRunConfig, StudentConfig, TeacherConfig, run_moma
+    from moma.methods.moma import CacheConfig, MomaRunConfig, StudentConfig, TeacherConfig, run_moma
+    from moma.methods.moma_cache import build_target_cache
     from moma.methods.optim import OptimConfig
 
     mae_w = str(out / "mae" / "backbone.safetensors")
     moco_w = str(out / "mocov3" / "backbone.safetensors")
+    # One store per teacher under OUT/targets, shared by every mechanism using that teacher.
+    cache = CacheConfig(views=b.cache_views, dir=str(out / "targets"))
 
     def distill(name: str, teachers: list[TeacherConfig], student: StudentConfig):
         # A pre-trained student starts closer to its targets than a random one.
         lr = 1e-3 if student.init == "random" else 5e-4
         return lambda: MomaRunConfig(
             data=data, teachers=teachers, student=student, optim=OptimConfig(base_lr=lr),
-            trainer=_trainer(cfg, b, out / name, b.distill_steps),
+            trainer=_trainer(cfg, b, out / name, b.distill_steps, b.distill_epochs),
+            cache=cache,
         )  # fmt: skip
+
+    both = [TeacherConfig(path=moco_w, name="mocov3"), TeacherConfig(path=mae_w, name="mae")]
+    both_to_random = distill(
+        "moma_both_to_random", both, StudentConfig(init="random", backbone=b.student_small)
+    )
 
     return {
         "mae": ("teacher", lambda: MAERunConfig(
@@ -154,6 +178,9 @@ def training_stages(cfg: QuickstartConfig, b: Budget, out: Path, data: DataConfi
             optim=dataclasses.replace(mocov3_optim(), base_lr=1e-3, warmup_fraction=0.1),
             trainer=_trainer(cfg, b, out / "mocov3", b.mocov3_steps),
         ), run_mocov3),
+        # The teachers' targets, computed once for all three mechanisms (mechanism 3 has
+        # both teachers; a store does not depend on the student).
+        "targets": ("cache", both_to_random, build_target_cache),
         "moma_mocov3_to_mae": ("student", distill(
             "moma_mocov3_to_mae", [TeacherConfig(path=moco_w, name="mocov3")],
             StudentConfig(init=mae_w),
@@ -162,11 +189,7 @@ def training_stages(cfg: QuickstartConfig, b: Budget, out: Path, data: DataConfi
             "moma_mae_to_mocov3", [TeacherConfig(path=mae_w, name="mae")],
             StudentConfig(init=moco_w),
         ), run_moma),
-        "moma_both_to_random": ("student", distill(
-            "moma_both_to_random",
-            [TeacherConfig(path=moco_w, name="mocov3"), TeacherConfig(path=mae_w, name="mae")],
-            StudentConfig(init="random", backbone=b.student_small),
-        ), run_moma),
+        "moma_both_to_random": ("student", both_to_random, run_moma),
     }  # fmt: skip
 
 
@@ -203,7 +226,19 @@ def run_quickstart(cfg: QuickstartConfig) -> Path | RunResult:
             log.info("%s: done earlier, skipped", tag)
             continue
         t0 = time.perf_counter()
-        if name in train:
+        if name in train and train[name][0] == "cache":
+            _, make, build = train[name]
+            run_cfg = make()
+            records = build(run_cfg)
+            wall = time.perf_counter() - t0
+            images = sum(r["store"].layout.num_images * r["store"].layout.views for r in records)
+            stages.add(
+                name, wall, done=True, role="cache", steps=0, images_processed=images,
+                teachers=[r["teacher"] for r in records], views=b.cache_views,
+                config=config_to_dict(run_cfg),
+            )  # fmt: skip
+            log.info("%s: finished in %s (%d teacher forwards)", tag, _fmt(wall), images)
+        elif name in train:
             role, make, run = train[name]
             run_cfg = make()
             res = run(run_cfg)
@@ -247,7 +282,8 @@ def run_evals(cfg: QuickstartConfig, b: Budget, out: Path, data: DataConfig, tra
         ("random-init", "random-init", "baseline", b.teacher),
     ]
     for name, (role, _, _) in train.items():
-        models.append((name, str(out / name / "backbone.safetensors"), role, None))
+        if role in ("teacher", "student"):
+            models.append((name, str(out / name / "backbone.safetensors"), role, None))
     n = 0
     for name, spec, role, bb_cfg in models:
         for protocol in ("knn", "linear"):
@@ -276,6 +312,23 @@ def _compute_extras(out: Path, name: str) -> dict:
     }
 
 
+def verdict_lines(rows: list[dict], b: Budget) -> list[str]:
+    """One sentence per mechanism: did its student beat both pre-trained models it learned
+    from (its teacher(s), and the model it started from) on kNN and the linear probe?"""
+    from moma.report.verdict import beat_sentence
+
+    protocols = [f"knn-k{b.knn_k[0]}", "linear"]
+    lines = []
+    for student, (teachers, start) in MECHANISMS.items():
+        if start is None:
+            text = beat_sentence(rows, student, teachers, protocols)
+        else:
+            who = f"its teacher ({teachers[0]}) and its starting point ({start})"
+            text = beat_sentence(rows, student, [*teachers, start], protocols, who)
+        lines.append(f"- {text}" if text else f"- **{student}**: no results yet.")
+    return lines
+
+
 def write_report(cfg: QuickstartConfig, b: Budget, out: Path, stages: StageLog) -> Path:
     """``OUT/report.md``: the results table and plots, then the settings and stage costs."""
     from moma.report import build_report
@@ -296,6 +349,8 @@ def write_report(cfg: QuickstartConfig, b: Budget, out: Path, stages: StageLog) 
             f"| {name} | {rec.get('steps', '')} | {rec.get('images_processed', '')} | "
             f"{_fmt(rec.get('wall_time_s', 0.0))} |"
         )
+    lines += ["", "## Did the students beat their teachers?", ""]
+    lines += verdict_lines(load_results([out]), b)
     settings = {k: v for k, v in dataclasses.asdict(b).items()}
     lines += ["", "## Settings", "", f"budget `{cfg.budget}`, precision `{cfg.precision}`, seed {cfg.seed}",
               "", "```json", json.dumps(settings, indent=1), "```", ""]  # fmt: skip

@@ -12,6 +12,7 @@ Shapes: N batch, S image side.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -76,7 +77,7 @@ class TrainStep:
 
     Args:
         module: the method, in training mode, on the device.
-        batch: what ``shared_step`` takes.
+        batch: what ``shared_step`` takes, or a function making it (timed with the step).
         batch_size: images per step (sets the lr by the scaling rule, as in training).
         precision: ``fp32`` or ``bf16``.
         after_step: called after each optimiser step (MoCo v3's momentum update).
@@ -85,7 +86,7 @@ class TrainStep:
     def __init__(
         self,
         module: SSLMethod,
-        batch: tuple,
+        batch: tuple | Callable[[], tuple],
         batch_size: int,
         device: torch.device,
         precision: str,
@@ -98,9 +99,16 @@ class TrainStep:
             groups, module.optim_cfg, batch_size, _SCHEDULE_STEPS
         )
 
+    def with_batch(self, batch: tuple | Callable[[], tuple]) -> TrainStep:
+        """The same step (module, optimiser, schedule) on another batch."""
+        other = copy.copy(self)
+        other.batch = batch
+        return other
+
     def __call__(self) -> Tensor:
+        batch = self.batch() if callable(self.batch) else self.batch
         with autocast(self.device, self.precision):
-            loss = self.module.shared_step(self.batch)["loss"]
+            loss = self.module.shared_step(batch)["loss"]
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -113,19 +121,7 @@ class TrainStep:
 def teacher_targets_once(module: MomaMethod, imgs: Tensor, precision: str) -> list:
     """The teachers' targets for ``imgs``, computed once (they do not depend on the mask)."""
     with autocast(imgs.device, precision):
-        return module._forward_teacher(imgs)
-
-
-@contextlib.contextmanager
-def cached_teacher_targets(module: MomaMethod, targets: list) -> Iterator[None]:
-    """Within the block, ``module``'s teacher forward returns ``targets`` (computed before):
-    the MOMA step then is its student part alone (masked forward, projectors, loss, backward,
-    optimiser)."""
-    module._forward_teacher = lambda _imgs: targets  # instance attribute shadows the method
-    try:
-        yield
-    finally:
-        del module._forward_teacher
+        return module.teacher_targets(imgs)
 
 
 def build_moma(
@@ -134,16 +130,17 @@ def build_moma(
     num_teachers: int,
     mask_ratio: float,
     device: torch.device,
+    targets: str = "cls+patch",
 ) -> MomaMethod:
     """A MOMA module with ``num_teachers`` random teachers of one size (weights do not
-    change the cost), in training mode, on ``device``."""
+    change the cost), in training mode, on ``device``. ``targets`` defaults to cls+patch, the
+    costlier targets (projectors on every visible token too), so the figures bound every
+    option; it was the default when BENCHMARKS.md was first measured."""
     teachers = [
         Teacher(teacher.build(), name=TEACHER_NAMES[i % 2] + ("" if i < 2 else str(i)))
         for i in range(num_teachers)
     ]
-    # cls+patch: the costlier targets (projectors on every visible token too), so the
-    # figures bound every targets option; it was the default when BENCHMARKS.md was measured.
-    cfg = MomaConfig(mask_ratio=mask_ratio, targets="cls+patch")
+    cfg = MomaConfig(mask_ratio=mask_ratio, targets=targets)
     module = MomaMethod(teachers, student.build(), cfg)
     return module.to(device).train()
 
@@ -151,10 +148,13 @@ def build_moma(
 def _step_with_cached_targets(
     module: MomaMethod, step: TrainStep, targets: list, mask_ratio: float
 ) -> Callable[[], Tensor]:
+    """The MOMA step given precomputed targets (as the target cache's batches are): its
+    student part alone (masked forward, projectors, loss, backward, optimiser)."""
+    cached = step.with_batch((step.batch[0], None, targets))
+
     def run() -> Tensor:
         module.moma_cfg.mask_ratio = mask_ratio
-        with cached_teacher_targets(module, targets):
-            return step()
+        return cached()
 
     return run
 
@@ -245,7 +245,7 @@ def moma_cases(
 
             def teachers_only(module=module) -> object:
                 with autocast(device, precision):
-                    return module._forward_teacher(imgs)
+                    return module.teacher_targets(imgs)
 
             yield Case("moma-part", f"moma-teachers:{tag}", f"part: {n} teacher forward(s)",
                        model, precision, batch, teachers_only, extra=extra)  # fmt: skip

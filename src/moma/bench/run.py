@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from moma.bench.cache_cases import cache_cases
 from moma.bench.cases import (
     Case,
     baseline_cases,
@@ -42,7 +43,7 @@ from moma.models.attention import use_fused_attention
 
 log = logging.getLogger(__name__)
 
-GROUPS = ("teacher", "student", "moma", "mae", "mocov3", "batch", "data")
+GROUPS = ("teacher", "student", "moma", "mae", "mocov3", "batch", "cache", "data")
 PRECISIONS = ("fp32", "bf16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -66,7 +67,10 @@ class BenchConfig:
         batch_sweep: extra batch sizes for the two-teacher MOMA step; default: the size's
             own (32/64/128 at 32 px, 4/8 at 224 px); ``[]`` for none.
         groups: the case groups to run (default all): teacher, student, moma, mae, mocov3,
-            batch, data. The matmul peak always runs.
+            batch, cache (the teacher-target cache: cached vs uncached MOMA steps vs MAE, data
+            included, and the cache build), data. The matmul peak always runs.
+        cache_build_batch: teacher batch of the cache-build row (default: 1024 on a CPU,
+            4096 on a GPU, as ``moma distill`` builds).
         jpeg_images: JPEGs generated for the image-folder pipeline (0 skips it).
         data_workers: DataLoader workers of the streaming image-folder pipeline.
         matmul_size: side of the square matmul that measures the peak.
@@ -90,6 +94,7 @@ class BenchConfig:
     jpeg_images: int = 512
     data_workers: int = 2
     matmul_size: int = 2048
+    cache_build_batch: int | None = None
     seed: int = 0
     attention: str = "auto"
 
@@ -279,6 +284,13 @@ def preset_rows(
             sets.append(lambda args=args: list(student_cases(*args, list(cfg.mask_ratios))))
         # Whole steps, their parts and the baselines are compared: one round-robin set.
         sets.append(lambda args=args: steps_set(args, groups, float(cfg.moma_mask_ratio)))
+        if "cache" in groups:
+            build = int(cfg.cache_build_batch or (4096 if device.type == "cuda" else 1024))
+            sets.append(
+                lambda args=args, build=build: list(
+                    cache_cases(*args, float(cfg.moma_mask_ratio), build_batch=build)
+                )
+            )
         if "batch" in groups and sweep:
             sets.append(
                 lambda prec=prec: list(

@@ -27,7 +27,7 @@ from moma.data.recipes import (
     view_recipes,
 )
 
-_CROP_TRIES = 10
+CROP_TRIES = 10
 
 
 def to_unit_float(images: Tensor) -> Tensor:
@@ -67,21 +67,35 @@ def random_crop_boxes(
     Same sampling as torchvision (10 tries of area scale and log-uniform aspect ratio,
     integer sizes, then a center crop fallback), vectorised over the batch.
     """
-    kw = {"generator": generator, "device": device}
     area = float(height * width)
-    target = area * torch.empty(n, _CROP_TRIES, device=device).uniform_(*scale, generator=generator)
-    log_r = torch.empty(n, _CROP_TRIES, device=device).uniform_(
+    target = area * torch.empty(n, CROP_TRIES, device=device).uniform_(*scale, generator=generator)
+    log_r = torch.empty(n, CROP_TRIES, device=device).uniform_(
         math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]), generator=generator
     )
-    ratio = torch.exp(log_r)
+    u_y = torch.rand(n, generator=generator, device=device)
+    u_x = torch.rand(n, generator=generator, device=device)
+    return crop_boxes(target, torch.exp(log_r), u_y, u_x, height, width)
+
+
+def crop_boxes(
+    target: Tensor, ratio: Tensor, u_y: Tensor, u_x: Tensor, height: int, width: int
+) -> Tensor:
+    """RandomResizedCrop boxes ``[N, 4]`` ``(x0, y0, w, h)`` from its random draws.
+
+    Args:
+        target: crop areas in pixels ``[N, tries]``; ``ratio``: aspect ratios ``[N, tries]``.
+        u_y, u_x: uniforms in [0, 1) ``[N]`` placing the box (torchvision's ``randint``).
+        height, width: the image size.
+    The first try whose integer box fits wins; none fitting gives the center-crop fallback.
+    """
     w = torch.round(torch.sqrt(target * ratio))
     h = torch.round(torch.sqrt(target / ratio))
     ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)  # [N, tries]
     first = torch.argmax(ok.to(torch.int8), dim=1, keepdim=True)  # first valid try
     w = w.gather(1, first).squeeze(1)
     h = h.gather(1, first).squeeze(1)
-    y0 = torch.floor(torch.rand(n, **kw) * (height - h + 1))
-    x0 = torch.floor(torch.rand(n, **kw) * (width - w + 1))
+    y0 = torch.floor(u_y * (height - h + 1))
+    x0 = torch.floor(u_x * (width - w + 1))
     # Fallback (no valid try): the largest center crop within the ratio bounds.
     in_ratio = width / height
     if in_ratio < CROP_RATIO[0]:

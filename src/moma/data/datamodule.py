@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -24,6 +25,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from moma.data.batch_augment import BatchAugment
 from moma.data.config import AUGMENTS, DataConfig, check_config, is_fashion_mnist
 from moma.data.file_dataset import ImageFileDataset, decode_to_tensor
+from moma.data.keyed_views import KeyedViews, view_schedule
+from moma.data.recipes import view_recipes
 from moma.data.resumable import ResumableLoader, ResumableSampler
 from moma.data.splits import dataset_stats, fashion_mnist_split, folder_split, use_in_memory
 from moma.data.tensor_dataset import TensorPILDataset
@@ -53,9 +56,17 @@ class SSLDataModule(L.LightningDataModule):
 
     Used outside a Lightning Trainer, an in-RAM batch must go through
     ``on_after_batch_transfer(batch, 0)`` (or `augment_batch`) after moving it to the device.
+
+    Keyed views (``keyed_views=K > 0``, the teacher-target cache): one view per image, a
+    pure function of ``(seed, image index, view index)`` (`moma.data.keyed_views`); in epoch
+    ``e`` image ``i`` uses view `view_schedule` ``(seed, e, i, K)``, and a batch is
+    ``(imgs, labels, targets)`` with ``targets = lookup(index, view)`` from the function given
+    to `attach_targets`. Needs the training images in RAM.
     """
 
-    def __init__(self, cfg: DataConfig, views: int = 1, augment: str = "mae") -> None:
+    def __init__(
+        self, cfg: DataConfig, views: int = 1, augment: str = "mae", keyed_views: int = 0
+    ) -> None:
         super().__init__()
         check_config(cfg)
         if views not in (1, 2):
@@ -73,6 +84,11 @@ class SSLDataModule(L.LightningDataModule):
         # position of the training steps: epoch, batches of it consumed (for an exact resume)
         self._epoch, self._consumed = 0, 0
         self._sampler: ResumableSampler | None = None
+        self.keyed_views = int(keyed_views)
+        self._keyed: KeyedViews | None = None
+        self._lookup: Callable[[Tensor, Tensor], Any] | None = None
+        if self.keyed_views and views != 1:
+            raise ConfigError("keyed (cached) views are single views: views must be 1")
 
     # ----------------------------------------------------------------- datasets
     def setup(self, stage: str | None = None) -> None:
@@ -94,10 +110,13 @@ class SSLDataModule(L.LightningDataModule):
             images, labels = fashion_mnist_split(cfg, "train")
             self.in_memory = cfg.in_memory is not False
             if self.in_memory:
-                return TensorDataset(images, labels)
+                return self._in_ram(images, labels)
+            self._refuse_keyed_streaming()
             return TensorPILDataset(images, labels, transform)
         listing = folder_split(cfg, "train")
         self.in_memory = use_in_memory(cfg, len(listing.files))
+        if not self.in_memory:
+            self._refuse_keyed_streaming()
         if self.in_memory:
             images, labels = decode_to_tensor(
                 listing.files,
@@ -107,8 +126,44 @@ class SSLDataModule(L.LightningDataModule):
                 cfg.num_workers,
                 where=str(listing.root),
             )
-            return TensorDataset(images, labels)
+            return self._in_ram(images, labels)
         return ImageFileDataset(listing.files, listing.labels, transform, cfg.strict)
+
+    def _in_ram(self, images: Tensor, labels: Tensor) -> TensorDataset:
+        """uint8 images in RAM; keyed views also need each image's index."""
+        if self.keyed_views:
+            return TensorDataset(images, labels, torch.arange(len(images)))
+        return TensorDataset(images, labels)
+
+    def _refuse_keyed_streaming(self) -> None:
+        if self.keyed_views:
+            raise ConfigError(
+                f"{self.cfg.dataset}: cached teacher targets (cache.views > 0) need the "
+                "training images in RAM (data.in_memory true); this dataset is streamed"
+            )
+
+    def train_images(self) -> Tensor:
+        """The in-RAM training images, uint8 ``[N, C, h, w]`` (after `setup`)."""
+        self.setup("fit")
+        if not self.in_memory:
+            raise ConfigError(f"{self.cfg.dataset}: the training images are not held in RAM")
+        return self._train.tensors[0]
+
+    @property
+    def keyed(self) -> KeyedViews:
+        """The keyed view generator: the same views for the cache build and for training."""
+        if self._keyed is None:
+            recipe = (
+                None
+                if self.augment == "none"
+                else view_recipes(self.augment, 1, self.cfg.min_scale)[0]
+            )
+            self._keyed = KeyedViews(recipe, self.cfg.img_size, self.mean, self.std, self.cfg.seed)
+        return self._keyed
+
+    def attach_targets(self, lookup: Callable[[Tensor, Tensor], Any]) -> None:
+        """Keyed views: ``lookup(index [N], view [N])`` gives a batch's targets (on its device)."""
+        self._lookup = lookup
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled batches of ``batch_size``, last partial batch dropped; under DDP each
@@ -189,12 +244,22 @@ class SSLDataModule(L.LightningDataModule):
         resumed run augments its remaining batches as the uninterrupted run would have.
         """
         index = self._count_batch()
+        if self.keyed_views:
+            return self._keyed_batch(batch)
         imgs, labels = batch
         if isinstance(imgs, Tensor) and imgs.dtype == torch.uint8:
             views = self.augment_batch(imgs, batch_seed=self._batch_seed(index))
             return views, labels
         self._report_skipped(at_end=False)
         return batch
+
+    def _keyed_batch(self, batch: Any) -> tuple[Tensor, Tensor, Any]:
+        """``(uint8 imgs, labels, index)`` -> ``(views, labels, targets)`` for this epoch."""
+        imgs, labels, index = batch
+        if self._lookup is None:
+            raise ConfigError("keyed views need their targets: call attach_targets first")
+        view = view_schedule(int(self.cfg.seed), self._epoch, index, self.keyed_views)  # [N]
+        return self.keyed(imgs, index, view), labels, self._lookup(index, view)
 
     # -------------------------------------------------------- unreadable files
     @property

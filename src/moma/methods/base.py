@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import lightning as L
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from moma.errors import TrainingError
+from moma.methods.clock import StageClock
 from moma.methods.optim import OptimConfig, build_optimizer, build_param_groups
 
 CHECKPOINT_FORMAT_VERSION = 1
@@ -29,6 +32,10 @@ class SSLMethod(L.LightningModule):
         self.optim_cfg = optim
         self.backbone_cfg = dict(backbone_cfg)
         self.run_config: dict = {}  # the resolved config, stored in every checkpoint
+        # Per-epoch time of each stage (``time/*_s`` in the metrics); methods time their own
+        # stages with ``with self.clock.timed(name, device)``.
+        self.clock = StageClock()
+        self._epoch_t0 = 0.0
 
     # --- the hooks -------------------------------------------------------------------
     def shared_step(self, batch) -> dict[str, Tensor]:
@@ -62,6 +69,28 @@ class SSLMethod(L.LightningModule):
         if sched is not None:
             self.log("train/lr", sched.get_last_lr()[0], batch_size=n)
         return out["loss"]
+
+    def on_train_epoch_start(self) -> None:
+        self.clock.collect()  # drop whatever ran between epochs
+        self._epoch_t0 = time.perf_counter()
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self.clock.start("step", self.device)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.clock.stop("step")
+
+    def on_train_epoch_end(self) -> None:
+        times = self.epoch_times(self.clock.collect(), time.perf_counter() - self._epoch_t0)
+        for name, seconds in times.items():
+            self.log(f"time/{name}_s", seconds, on_step=False, on_epoch=True, reduce_fx="max")
+
+    def epoch_times(self, stages: dict[str, float], epoch_s: float) -> dict[str, float]:
+        """Seconds of the epoch per stage: ``epoch`` (wall), ``step`` (forward, backward and
+        optimiser), ``data`` (the rest: loading and augmenting batches) and each stage the
+        method timed. Methods may add derived entries."""
+        step = stages.get("step", 0.0)
+        return {"epoch": epoch_s, **stages, "data": max(0.0, epoch_s - step)}
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)

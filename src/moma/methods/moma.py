@@ -35,6 +35,7 @@ import dataclasses
 import logging
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -49,10 +50,12 @@ from moma.methods.base import SSLMethod
 # (``X as X``) because the CLI, tests, docs and benchmarks import them from this module.
 from moma.methods.moma_config import GRID_MISMATCH as GRID_MISMATCH
 from moma.methods.moma_config import TARGETS as TARGETS
+from moma.methods.moma_config import CacheConfig as CacheConfig
 from moma.methods.moma_config import MomaConfig as MomaConfig
 from moma.methods.moma_config import MomaRunConfig as MomaRunConfig
 from moma.methods.moma_config import StudentConfig as StudentConfig
 from moma.methods.moma_config import TeacherConfig as TeacherConfig
+from moma.methods.moma_config import check_cache_config
 from moma.methods.moma_config import check_moma_config as check_moma_config
 from moma.methods.moma_loss import MomaLoss
 from moma.methods.moma_teachers import Teacher as Teacher
@@ -218,6 +221,7 @@ class MomaMethod(SSLMethod):
             ]
         )
         self.criterion = MomaLoss(moma.loss, moma.target_norm, moma.smooth_l1_beta)
+        self.cache_build_s: float | None = None  # set by the target cache, logged once
 
     # --- frozen teachers -------------------------------------------------------------------
     def train(self, mode: bool = True) -> MomaMethod:
@@ -238,43 +242,42 @@ class MomaMethod(SSLMethod):
         """The student (projectors dropped)."""
         return self.student
 
-    # --- forward ------------------------------------------------------------------------------
+    # --- stages ---------------------------------------------------------------------------
     @torch.no_grad()
-    def _forward_teacher(self, imgs: Tensor) -> list[TeacherTargets]:
-        """Each teacher's final-norm tokens on the full view, patches on the student's grid.
+    def teacher_output(self, i: int, imgs: Tensor) -> TeacherTargets:
+        """Teacher ``i``'s final-norm tokens on the full view ``imgs [N, 3, H, W]``.
 
-        ``imgs``: ``[N, 3, H, W]``. Runs under the caller's autocast (bf16 when the trainer's
-        precision says so).
+        CLS ``[N, Dt]`` and/or patch tokens resampled to the student's grid ``[N, Ls, Dt]``
+        (whichever ``moma.targets`` uses). Runs under the caller's autocast.
         """
-        out: list[TeacherTargets] = []
-        for teacher, t_grid, t_img in zip(self.teachers, self._teacher_grids, self._teacher_imgs):
-            x = imgs
-            if tuple(x.shape[-2:]) != t_img:
-                x = F.interpolate(
-                    x, size=t_img, mode="bilinear", align_corners=False, antialias=True
-                )
-            tokens = teacher.forward_features(x)  # [N, P + Lt, Dt]
-            cls = global_feature(teacher, tokens) if self.use_cls else None  # [N, Dt]
-            patches = None
-            if self.use_patch:
-                patches = tokens[:, teacher.num_prefix_tokens :]  # [N, Lt, Dt]
-                patches = resample_patch_tokens(patches, t_grid, self._student_grid)  # [N, Ls, Dt]
-            out.append(TeacherTargets(cls, patches))
-        return out
+        teacher, t_grid, t_img = self.teachers[i], self._teacher_grids[i], self._teacher_imgs[i]
+        x = imgs
+        if tuple(x.shape[-2:]) != t_img:
+            x = F.interpolate(x, size=t_img, mode="bilinear", align_corners=False, antialias=True)
+        tokens = teacher.forward_features(x)  # [N, P + Lt, Dt]
+        cls = global_feature(teacher, tokens) if self.use_cls else None  # [N, Dt]
+        patches = None
+        if self.use_patch:
+            patches = tokens[:, teacher.num_prefix_tokens :]  # [N, Lt, Dt]
+            patches = resample_patch_tokens(patches, t_grid, self._student_grid)  # [N, Ls, Dt]
+        return TeacherTargets(cls, patches)
+
+    def teacher_targets(self, imgs: Tensor) -> list[TeacherTargets]:
+        """Every teacher's targets on the full view (:meth:`teacher_output`), no grad."""
+        return [self.teacher_output(i, imgs) for i in range(len(self.teachers))]
+
+    _forward_teacher = teacher_targets  # the name the loss-stage split had before
 
     def _forward_student(self, imgs: Tensor) -> MaskedOutput:
         """The student's masked forward: tokens ``[N, P + K, Ds]`` and ``ids_keep [N, K]``."""
         return forward_encoder_masked(self.student, imgs, self.moma_cfg.mask_ratio)
 
-    def shared_step(self, batch) -> dict[str, Tensor]:
-        """Total loss and, per teacher, ``loss_<name>`` (with ``_cls`` / ``_patch`` parts).
+    def student_loss(self, imgs: Tensor, targets: Sequence[TeacherTargets]) -> dict[str, Tensor]:
+        """The student's masked forward on ``imgs`` against the teachers' ``targets``.
 
-        ``loss = sum_t weight_t * loss_<t>``; ``loss_<t> = loss_<t>_cls + loss_<t>_patch``.
+        Returns the total loss and, per teacher, ``loss_<name>`` (with ``_cls`` / ``_patch``
+        parts): ``loss = sum_t weight_t * loss_<t>``; ``loss_<t> = loss_<t>_cls + loss_<t>_patch``.
         """
-        imgs = batch[0]
-        if isinstance(imgs, list | tuple):  # a multi-view batch: MOMA uses one view
-            imgs = imgs[0]
-        targets = self._forward_teacher(imgs)
         out = self._forward_student(imgs)
         p = self.student.num_prefix_tokens
         student_cls = global_feature(self.student, out.tokens).unsqueeze(1)  # [N, 1, Ds]
@@ -300,6 +303,30 @@ class MomaMethod(SSLMethod):
                     logs[f"loss_{name}_{kind}"] = v.detach()
             total = total + weight * loss_t
         return {"loss": total, **logs}
+
+    def shared_step(self, batch) -> dict[str, Tensor]:
+        """One batch: ``(imgs, labels)`` runs the teachers live; ``(imgs, labels, targets)``
+        (the target cache's batches, targets as :meth:`teacher_targets` gives them) does not.
+        """
+        imgs = batch[0]
+        if isinstance(imgs, list | tuple):  # a multi-view batch: MOMA uses one view
+            imgs = imgs[0]
+        if len(batch) > 2:
+            targets = batch[2]
+        else:
+            with self.clock.timed("teacher", imgs.device):
+                targets = self.teacher_targets(imgs)
+        return self.student_loss(imgs, targets)
+
+    def epoch_times(self, stages: dict[str, float], epoch_s: float) -> dict[str, float]:
+        """Adds ``student`` (the step minus the teachers' forwards) and, once, the time the
+        target cache took to build or open (``cache_build``)."""
+        times = super().epoch_times(stages, epoch_s)
+        times["teacher"] = stages.get("teacher", 0.0)
+        times["student"] = max(0.0, stages.get("step", 0.0) - times["teacher"])
+        if self.cache_build_s is not None:
+            times["cache_build"], self.cache_build_s = self.cache_build_s, None
+        return times
 
     # --- checkpoints ---------------------------------------------------------------------------
     def extra_checkpoint_meta(self) -> dict:
@@ -395,7 +422,16 @@ def run_moma(cfg: MomaRunConfig) -> RunResult:
     from moma.train import fit, seed_run
 
     check_moma_config(cfg.moma)
+    check_cache_config(cfg.cache)
     seed_run(cfg.trainer.seed)  # before the models are built
     module = build_moma(cfg)
-    datamodule = SSLDataModule(cfg.data, views=1, augment="mae")
-    return fit(module, datamodule, cfg.trainer, config_to_dict(cfg))
+    views = int(cfg.cache.views)
+    datamodule = SSLDataModule(cfg.data, views=1, augment="mae", keyed_views=views)
+    callbacks = []
+    if views:
+        from moma.methods.moma_cache import TargetCache, cache_dir
+
+        root = cache_dir(cfg.cache, cfg.trainer.out_dir)
+        out = Path(cfg.trainer.out_dir)
+        callbacks.append(TargetCache(cfg.cache, root, out, cfg.trainer.progress_bar))
+    return fit(module, datamodule, cfg.trainer, config_to_dict(cfg), callbacks)

@@ -18,6 +18,7 @@ from moma.train.config import TrainerConfig
 
 TARGETS = ("cls", "patch", "cls+patch")
 GRID_MISMATCH = ("resample", "error")
+CACHE_DTYPES = ("float16", "bfloat16", "float32")
 
 
 @dataclass
@@ -90,6 +91,34 @@ class MomaConfig:
     grid_mismatch: Literal["resample", "error"] = "resample"
 
 
+@dataclass
+class CacheConfig:
+    """The teacher-target cache: each frozen teacher runs once per image per cached view.
+
+    With ``views = K > 0`` every teacher's targets on ``K`` augmented views of every training
+    image are computed once (inference mode, large batches) and stored on disk; training then
+    runs the student alone, on exactly those views (each regenerated from its key ``(seed,
+    image, view)``; image ``i`` uses one of its ``K`` views per epoch, cycling), with fresh
+    masks every step. The trade-off: the student sees ``K`` views per image instead of a new
+    augmentation every epoch, for teacher work of ``K`` epochs instead of every epoch.
+
+    Attributes:
+        views: cached views per image, ``K``; 0 turns the cache off (teachers run every step).
+        dir: where caches live; ``null`` = ``targets/`` beside the run's folder
+            (``<trainer.out_dir>/../targets``). Runs that share a teacher, data and view
+            recipe share its cache there.
+        dtype: storage dtype of the targets: ``float16`` (default), ``bfloat16`` or
+            ``float32`` (exact copies of the teachers' fp32 outputs).
+        batch_size: teacher batch while building; ``null`` = 1024 on a CPU, on a GPU the
+            largest that fits (from 4096 down).
+    """
+
+    views: int = 0
+    dir: str | None = None
+    dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    batch_size: int | None = None
+
+
 def _default_trainer() -> TrainerConfig:
     return TrainerConfig(out_dir="runs/moma")
 
@@ -111,6 +140,19 @@ class MomaRunConfig:
     moma: MomaConfig = field(default_factory=MomaConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=_default_trainer)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+
+
+def check_cache_config(cfg: CacheConfig) -> None:
+    """Refuse invalid cache options, naming the option (raises ConfigError)."""
+    if int(cfg.views) < 0:
+        raise ConfigError(f"cache.views must be >= 0 (0 = no cache), got {cfg.views}")
+    if cfg.dtype not in CACHE_DTYPES:
+        raise ConfigError(
+            f"cache.dtype must be one of {', '.join(CACHE_DTYPES)}, got {cfg.dtype!r}"
+        )
+    if cfg.batch_size is not None and int(cfg.batch_size) < 1:
+        raise ConfigError(f"cache.batch_size must be positive or null, got {cfg.batch_size}")
 
 
 def check_moma_config(cfg: MomaConfig) -> None:

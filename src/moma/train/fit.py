@@ -121,8 +121,10 @@ class AttentionKernel(L.Callback):
         log.debug("%d attention layers: %s", n, "fused SDPA" if fused else "plain softmax")
 
 
-def build_trainer(cfg: TrainerConfig, guard: RunGuard, out_dir: Path) -> L.Trainer:
-    """The Lightning Trainer for a moma run."""
+def build_trainer(
+    cfg: TrainerConfig, guard: RunGuard, out_dir: Path, callbacks: list[L.Callback] | None = None
+) -> L.Trainer:
+    """The Lightning Trainer for a moma run (``callbacks``: the method's own)."""
     # One CSV per attempt (logs/version_N/metrics.csv): Lightning's CSV logger would
     # otherwise overwrite the metrics of the interrupted attempt on resume.
     # flush_logs_every_n_steps=1: a row reaches the disk when logged, not up to 100 steps later
@@ -135,7 +137,9 @@ def build_trainer(cfg: TrainerConfig, guard: RunGuard, out_dir: Path) -> L.Train
         loggers.append(TensorBoardLogger(save_dir=str(out_dir), name="tb"))
     except ImportError:
         pass
-    callbacks: list[L.Callback] = [guard, AttentionKernel(cfg.attention)]
+    # The method's own callbacks run after the attention kernel is chosen (a target cache
+    # built at fit start then uses the kernel training uses).
+    callbacks = [guard, AttentionKernel(cfg.attention), *(callbacks or [])]
     if cfg.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 25))
     return L.Trainer(
@@ -166,12 +170,14 @@ def fit(
     datamodule: L.LightningDataModule,
     cfg: TrainerConfig,
     config: dict | None = None,
+    callbacks: list[L.Callback] | None = None,
 ) -> RunResult:
     """Train ``module`` on ``datamodule``; resumable, checkpointed, exported at the end.
 
     Writes into ``cfg.out_dir``: ``config.yaml`` (resolved config), ``metrics.csv``,
     ``checkpoints/last.ckpt`` (atomic, every ``ckpt_every_n_steps`` and at the end) and the
     export ``backbone.safetensors`` + ``backbone.json``. Re-running the same command resumes.
+    ``callbacks`` are the method's own Lightning callbacks (e.g. MOMA's target cache).
     """
     use_fused_attention("cpu", cfg.attention)  # a bad option fails before anything is written
     out_dir = Path(cfg.out_dir)
@@ -196,7 +202,7 @@ def fit(
             atomic_write(out_dir / "config.yaml", lambda f: f.write(text.encode()))
         seed_run(cfg.seed)
         guard = RunGuard(last_checkpoint(out_dir), cfg.ckpt_every_n_steps)
-        trainer = build_trainer(cfg, guard, out_dir)
+        trainer = build_trainer(cfg, guard, out_dir, callbacks)
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except RuntimeError as e:
