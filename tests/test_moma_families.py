@@ -67,9 +67,11 @@ def test_student_without_cls_token_distils_its_pooled_feature(tmp_path):
 
 
 @needs_fashion_mnist
-def test_cli_distils_a_dinov2_p14_and_an_mae_p16_teacher_together(tmp_path):
+@pytest.mark.parametrize("cache_views", [0, 1])
+def test_cli_distils_a_dinov2_p14_and_an_mae_p16_teacher_together(tmp_path, cache_views):
     """One ``moma distill``: DINOv2 (patch 14, registers; 3x3 grid) and MAE (patch 16; 2x2 grid)
-    teachers, an 8x8-grid student; patch targets are resampled to the student's grid."""
+    teachers, an 8x8-grid student; patch targets are resampled to the student's grid, with the
+    teachers run every step or once into the target cache."""
     from moma.cli.main import main
 
     write_family(tmp_path / "dinov2_vits14_reg4_pretrain.pth", "dinov2", 42)
@@ -86,7 +88,7 @@ def test_cli_distils_a_dinov2_p14_and_an_mae_p16_teacher_together(tmp_path):
         "--student.backbone.num_heads", "2",
         "--trainer.out_dir", str(out), "--trainer.max_steps", "3",
         "--trainer.precision", "32-true", "--trainer.progress_bar", "false",
-        "--trainer.log_every_n_steps", "1",
+        "--trainer.log_every_n_steps", "1", "--cache.views", str(cache_views),
     ]  # fmt: skip
     assert main(argv) == 0
     for name in ("dinov2", "mae"):
@@ -95,6 +97,7 @@ def test_cli_distils_a_dinov2_p14_and_an_mae_p16_teacher_together(tmp_path):
             assert len(vals) == 3 and all(math.isfinite(v) for v in vals.values())
     student = load_backbone(out / "backbone.safetensors")
     assert student.patch_embed.grid_size == (8, 8)
+    assert (tmp_path / "targets").is_dir() == bool(cache_views)  # the cache was built and used
 
 
 def test_teacher_object_distils_too():
