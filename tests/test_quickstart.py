@@ -4,23 +4,13 @@ import json
 import subprocess
 import sys
 
-import pytest
-
-from moma.data.fashion_mnist import find_root
+from toy import needs_fashion_mnist
 
 MODELS = ["raw-pixels", "random-init", "mae", "mocov3", "moma_mocov3_to_mae",
           "moma_mae_to_mocov3", "moma_both_to_random"]  # fmt: skip
 
 
-def _fashion_mnist_available() -> bool:
-    try:
-        find_root(None)
-    except Exception:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _fashion_mnist_available(), reason="Fashion-MNIST files not installed")
+@needs_fashion_mnist
 def test_quickstart_smoke_runs_every_stage_and_resumes(tmp_path):
     out = tmp_path / "qs"
     cmd = [sys.executable, "-m", "moma.cli.main", "quickstart", "--budget", "smoke",
@@ -54,8 +44,11 @@ def test_quickstart_smoke_runs_every_stage_and_resumes(tmp_path):
     assert report.count("**moma_") >= 3  # one sentence per mechanism
     results = {p.name for p in (out / "eval" / "results").glob("*.json")}
     assert len(results) == len(MODELS) * 3  # knn-k20, knn-k200, linear
-    for png in ("accuracy.png", "loss_curves.png", "attention_maps.png"):
+    for png in ("accuracy.png", "loss_curves.png", "attention_maps.png", "feature_maps.png"):
         assert (out / png).stat().st_size > 5000
+    # the t-SNE map of every model sits next to the table, from the evaluation's cache
+    assert report.index("feature_maps.png") < report.index("## Figures")
+    assert "500 test images" in report and "from the evaluation's feature cache;" in report
     table = r.stdout
     assert "| baseline | raw-pixels |" in table
     # the printed table holds real accuracies (raw pixels on Fashion-MNIST: ~80%)

@@ -53,7 +53,7 @@ def test_report_draws_maps_from_the_feature_cache(evaluated, tmp_path, monkeypat
     assert (
         table_end < md.index("feature_maps.png") < md.find("## Figures") or "## Figures" not in md
     )
-    assert "20 test images" in md and "feature cache" in md
+    assert "20 test images" in md and "from the evaluation's feature cache;" in md
     with Image.open(tmp_path / "report" / "feature_maps.png") as im:
         assert im.width > im.height  # two panels side by side
 

@@ -135,7 +135,8 @@ def _feature_map_section(
         return []
     path, inputs = drawn
     n = max(len(m.labels) for m in inputs)
-    sources = sorted({m.source for m in inputs})
+    said = {"feature cache": "the evaluation's feature cache", "computed": "a forward pass"}
+    sources = sorted({said[m.source] for m in inputs})
     caption = "Test features in 2-D (t-SNE), coloured by class"
     return [
         f"### {caption}",
