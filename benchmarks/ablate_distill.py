@@ -54,7 +54,6 @@ VARIANT_SETS: dict[str, dict[str, dict]] = {
     "cache": {
         "K=1": {"cache.views": 1},
         "K=2": {"cache.views": 2},
-        "K=4": {"cache.views": 4},
         "K=epochs": {"cache.views": "epochs"},  # as many views as an uncached run sees
     },
     "lr": {
