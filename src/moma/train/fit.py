@@ -19,7 +19,9 @@ from moma.methods.base import CHECKPOINT_FORMAT_VERSION, SSLMethod
 from moma.models.attention import set_attention, use_fused_attention
 from moma.models.safe_load import read_checkpoint
 from moma.train.atomic import AtomicCheckpointIO, atomic_write, remove_stale_temp_files
+from moma.train.compile import CompileBlocks
 from moma.train.config import TrainerConfig
+from moma.train.cpu_share import CpuShareGuard
 from moma.train.guards import RunGuard
 from moma.train.lock import RunLock
 
@@ -136,6 +138,7 @@ def build_trainer(cfg: TrainerConfig, guard: RunGuard, out_dir: Path) -> L.Train
     except ImportError:
         pass
     callbacks: list[L.Callback] = [guard, AttentionKernel(cfg.attention)]
+    callbacks += [CpuShareGuard(cfg.threads), CompileBlocks(cfg.compile)]  # after the kernel
     if cfg.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 25))
     return L.Trainer(
@@ -174,6 +177,7 @@ def fit(
     export ``backbone.safetensors`` + ``backbone.json``. Re-running the same command resumes.
     """
     use_fused_attention("cpu", cfg.attention)  # a bad option fails before anything is written
+    cfg.check()
     out_dir = Path(cfg.out_dir)
     rank0 = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
     lock = RunLock(out_dir)
