@@ -17,8 +17,9 @@ first two. Scenes:
 
 Policies: ``active`` (``OMP_WAIT_POLICY=ACTIVE``, the issue's "today"), ``default``
 (libgomp's default spin, what moma did before it chose), ``passive``
-(``OMP_WAIT_POLICY=PASSIVE``): all three with the thread count fixed to the CPUs; ``auto``:
-nothing set, moma decides. Measurements go round-robin (round, scene, policy), so a drift in
+(``OMP_WAIT_POLICY=PASSIVE``): all three with the thread count fixed to the CPUs; ``guard``:
+libgomp's default spin with moma's training-time thread guard (what ``auto`` does when the
+machine was idle at start); ``auto``: nothing set, moma decides. Measurements go round-robin (round, scene, policy), so a drift in
 the machine's load hits every policy alike; each one records the CPUs other processes used
 meanwhile (``others``: the machine's busy time from /proc/stat minus this script's children).
 
@@ -41,7 +42,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "mae" / "fashion_mnist.yaml"
-POLICIES = ("active", "default", "passive", "auto")
+POLICIES = ("active", "default", "passive", "guard", "auto")
 SCENES = ("alone", "hog", "hog-late")
 OMP_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MOMA_OMP_MODE", "OMP_NUM_THREADS")
 WARM_STEPS = 2
@@ -76,9 +77,9 @@ def policy_env(policy: str, cpus: int) -> tuple[dict, list[str]]:
     if policy == "passive":
         env["OMP_WAIT_POLICY"] = "PASSIVE"
         return env, fixed
-    if policy == "default":
+    if policy in ("default", "guard"):
         env["MOMA_OMP_MODE"] = "spin"  # "already decided": moma leaves libgomp's default
-        return env, fixed
+        return env, fixed if policy == "default" else []
     return env, []
 
 

@@ -18,14 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from moma.data.color_ops import color_jitter, gaussian_blur, random_grayscale, random_solarize
-from moma.data.recipes import (
-    CROP_RATIO,
-    ViewRecipe,
-    blur_kernel_size,
-    blur_sigma,
-    view_recipes,
-)
+from moma.data.color_ops import apply_color_recipe
+from moma.data.recipes import CROP_RATIO, ViewRecipe, view_recipes
 
 _CROP_TRIES = 10
 
@@ -174,16 +168,7 @@ class BatchAugment:
         boxes = random_crop_boxes(n, height, width, recipe.crop_scale, gen, x.device)
         flip = torch.rand(n, generator=gen, device=x.device) < 0.5
         x = crop_resize_flip(x, boxes, flip, self.img_size, recipe.bicubic)  # [N, C, S, S]
-        x = to_rgb(x)
-        if recipe.jitter_p > 0:
-            x = color_jitter(x, recipe.jitter_p, gen)
-        if recipe.gray_p > 0:
-            x = random_grayscale(x, recipe.gray_p, gen)
-        if recipe.blur_p > 0:
-            sigma, k = blur_sigma(self.img_size), blur_kernel_size(self.img_size)
-            x = gaussian_blur(x, recipe.blur_p, sigma, k, gen)
-        if recipe.solarize_p > 0:
-            x = random_solarize(x, recipe.solarize_p, gen)
+        x = apply_color_recipe(to_rgb(x), recipe, gen, self.img_size)
         return normalize(x, self.mean, self.std)
 
     def __call__(self, images: Tensor) -> Tensor | list[Tensor]:

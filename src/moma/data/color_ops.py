@@ -11,7 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from moma.data.recipes import MOCOV3_JITTER, SOLARIZE_THRESHOLD
+from moma.data.recipes import (
+    MOCOV3_JITTER,
+    SOLARIZE_THRESHOLD,
+    ViewRecipe,
+    blur_kernel_size,
+    blur_sigma,
+)
 
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 
@@ -134,3 +140,20 @@ def random_solarize(x: Tensor, p: float, generator: torch.Generator) -> Tensor:
     pick = torch.rand(x.shape[0], generator=generator, device=x.device) < p
     mask = pick.view(-1, 1, 1, 1) & (x >= SOLARIZE_THRESHOLD / 255.0)
     return torch.where(mask, 1.0 - x, x)
+
+
+def apply_color_recipe(
+    x: Tensor, recipe: ViewRecipe, generator: torch.Generator, img_size: int
+) -> Tensor:
+    """The colour part of a view recipe on float RGB ``[N, 3, S, S]`` in [0, 1]: jitter,
+    grayscale, blur, solarise, each with its probability (the order of MoCo v3's recipe)."""
+    if recipe.jitter_p > 0:
+        x = color_jitter(x, recipe.jitter_p, generator)
+    if recipe.gray_p > 0:
+        x = random_grayscale(x, recipe.gray_p, generator)
+    if recipe.blur_p > 0:
+        sigma, k = blur_sigma(img_size), blur_kernel_size(img_size)
+        x = gaussian_blur(x, recipe.blur_p, sigma, k, generator)
+    if recipe.solarize_p > 0:
+        x = random_solarize(x, recipe.solarize_p, generator)
+    return x

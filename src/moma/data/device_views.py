@@ -1,0 +1,144 @@
+"""Streamed training batches finished on the training device, one whole batch at a time.
+
+The DataLoader workers of the streaming paths (`moma.data.crop_stream`, `moma.data.shards`)
+deliver either uint8 crops (`CropBatch`: decoded and cropped in the workers) or still
+encoded JPEGs with their crop boxes (`JpegBatch`: decoded here, in one batched call, nvjpeg
+on a GPU). `DeviceViews` turns either into normalised float views on the device: flip,
+colour operations and normalisation per batch, as the in-RAM path
+(`moma.data.batch_augment`) does, with per-image random parameters from a generator the
+datamodule re-seeds for every batch.
+
+Shapes: N batch, V views, S output side.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from moma.data.batch_augment import normalize, to_unit_float
+from moma.data.color_ops import apply_color_recipe
+from moma.data.crops import Box, ViewCropper, resized_crop
+from moma.data.decode import decode_many
+from moma.data.recipes import ViewRecipe
+from moma.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CropBatch:
+    """Images cropped in the workers: uint8 ``crops [N, V, 3, S, S]``, ``labels [N]``."""
+
+    crops: Tensor
+    labels: Tensor
+
+
+@dataclass
+class JpegBatch:
+    """Images still encoded: the files' bytes, each view's crop box (plain ints, so they stay
+    on the host when the batch moves to the device), ``labels [N]`` and the images' names
+    (for error messages)."""
+
+    data: list[bytes]
+    boxes: list[list[Box]]
+    labels: Tensor
+    names: list[str]
+
+
+def collate_crops(items: Sequence[tuple[Tensor, int]]) -> CropBatch:
+    """Worker items ``(uint8 [V, 3, S, S], label)`` -> one `CropBatch`."""
+    crops, labels = zip(*items)
+    return CropBatch(torch.stack(crops), torch.as_tensor(labels, dtype=torch.int64))
+
+
+def collate_jpegs(items: Sequence[tuple[tuple[bytes, list[Box], str], int]]) -> JpegBatch:
+    """Worker items ``((bytes, boxes, name), label)`` -> one `JpegBatch`."""
+    encoded, labels = zip(*items)
+    data, boxes, names = zip(*encoded)
+    labels_t = torch.as_tensor(labels, dtype=torch.int64)
+    return JpegBatch(list(data), [list(b) for b in boxes], labels_t, list(names))
+
+
+class DeviceViews:
+    """`CropBatch` / `JpegBatch` -> ``(views, labels)`` on the batch's device: one view
+    ``[N, 3, S, S]``, or a list of ``V`` of them.
+
+    Args:
+        cropper: the views' crop recipes (None recipes: no flip, no colour: evaluation-like).
+        mean, std: the normalisation.
+        seed: seed of the per-device generators (re-seeded per batch by `reseed`).
+        strict: an undecodable image raises `DataError` instead of being replaced.
+    """
+
+    def __init__(
+        self,
+        cropper: ViewCropper,
+        mean: Sequence[float],
+        std: Sequence[float],
+        seed: int = 0,
+        strict: bool = False,
+    ) -> None:
+        self.cropper, self.mean, self.std = cropper, tuple(mean), tuple(std)
+        self.seed, self.strict = int(seed), strict
+        self.num_skipped = 0
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        if device not in self._generators:
+            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generators[device]
+
+    def reseed(self, seed: int) -> None:
+        """Restart every device's generator from ``seed``."""
+        self.seed = int(seed)
+        for gen in self._generators.values():
+            gen.manual_seed(self.seed)
+
+    def __call__(self, batch: CropBatch | JpegBatch) -> tuple[Tensor | list[Tensor], Tensor]:
+        device = batch.labels.device
+        crops = batch.crops if isinstance(batch, CropBatch) else self.decode(batch, device)
+        recipes = self.cropper.recipes
+        views = [
+            self.finish(crops[:, v], None if recipes is None else recipes[v])
+            for v in range(crops.shape[1])
+        ]
+        return (views[0] if len(views) == 1 else views), batch.labels
+
+    def finish(self, images: Tensor, recipe: ViewRecipe | None) -> Tensor:
+        """uint8 crops ``[N, 3, S, S]`` -> flipped (p=0.5), colour-augmented, normalised."""
+        x = to_unit_float(images)
+        if recipe is not None:
+            gen = self.generator(x.device)
+            flip = torch.rand(x.shape[0], generator=gen, device=x.device) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+            x = apply_color_recipe(x, recipe, gen, self.cropper.img_size)
+        return normalize(x, self.mean, self.std)
+
+    def decode(self, batch: JpegBatch, device: torch.device) -> Tensor:
+        """Decode the batch on ``device`` and crop each view: uint8 ``[N, V, 3, S, S]``.
+
+        An undecodable image is replaced by the batch's first good one (with a warning),
+        or raises `DataError` when ``strict``.
+        """
+        imgs = decode_many(batch.data, device)
+        good = next((i for i, img in enumerate(imgs) if img is not None), None)
+        for i, img in enumerate(imgs):
+            if img is not None:
+                continue
+            if self.strict or good is None:
+                raise DataError(f"{batch.names[i]}: unreadable image (decoding failed)")
+            self.num_skipped += 1
+            warnings.warn(f"skipping unreadable image {batch.names[i]}", stacklevel=2)
+        s, v = self.cropper.img_size, self.cropper.views
+        out = torch.empty(len(imgs), v, 3, s, s, dtype=torch.uint8, device=device)
+        for i, img in enumerate(imgs):
+            src = i if img is not None else good
+            for k, box in enumerate(batch.boxes[src]):
+                out[i, k] = resized_crop(imgs[src], box, s, self.cropper.bicubic(k))
+        return out
