@@ -48,7 +48,11 @@ def test_bench_tiny_writes_table_and_json(tmp_path, one_thread, capsys):
         for key in ("teacher:ViT 2x32/4", "student:0", "student:0.9", "moma:1t", "moma:2t",
                     "moma-teachers:2t", "moma-student:2t", "mae", "mocov3", "batch:4"):  # fmt: skip
             assert (prec, key) in keys, key
-    assert ("-", "data:jpeg:stream") in keys and ("-", "data:jpeg:ram") in keys
+    for key in ("stream", "workers", "device", "ram"):
+        assert ("-", f"data:jpeg:{key}") in keys, key
+    assert ("-", "data:shards:workers") in keys
+    streamed = [r for r in result["rows"] if r["key"] == "data:jpeg:workers"]
+    assert streamed[0]["images_per_cpu_s"] > 0 and "img per CPU-second" in md
     for r in result["rows"]:
         assert r["time"]["ms_median"] > 0
         if r["group"] not in ("peak", "data"):

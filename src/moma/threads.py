@@ -107,7 +107,7 @@ def _children(pid: int | str) -> list[str]:
     return found
 
 
-def _own_seconds() -> float:
+def own_cpu_seconds() -> float:
     """CPU seconds of this process and its descendants (DataLoader workers, compilers)."""
     total, todo, seen = 0.0, [str(os.getpid())], set()
     while todo:
@@ -125,7 +125,7 @@ def sample() -> CpuSample | None:
     busy = _machine_busy_seconds()
     if busy is None:
         return None
-    return CpuSample(time.monotonic(), busy, _own_seconds())
+    return CpuSample(time.monotonic(), busy, own_cpu_seconds())
 
 
 def others_cpus(before: CpuSample, after: CpuSample) -> float:

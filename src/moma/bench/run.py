@@ -237,6 +237,8 @@ def measure_each(
         timing = time_steps(case.step, steps, warmup, device)
         flops = count_flops(case.step) if case.flops else None
         rows.append(make_row(case, preset, timing, flops, load1))
+        if hasattr(case.step, "cpu_summary"):  # data streams: CPU of the workers too
+            rows[-1].update(case.step.cpu_summary(steps))
         del case
     gc.collect()
     return rows

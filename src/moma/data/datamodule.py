@@ -5,7 +5,7 @@ Two paths:
   DataLoader yields uint8 batches from a `TensorDataset`, and `on_after_batch_transfer`
   augments each whole batch on the device (`BatchAugment`);
 - streaming (larger folders, or ``in_memory=False``; tar shards): DataLoader workers decode
-  each image with torchvision's decoders and cut uint8 crops, which are flipped, colour-
+  each image with torchvision's decoders and cut (and flip) uint8 crops, which are colour-
   augmented and normalised per batch on the device (`moma.data.device_views`); with
   ``decode="device"`` the JPEGs themselves are decoded there; ``decode="pil"`` keeps the
   old per-image PIL + torchvision v2 pipeline, whose batches arrive already normalised.

@@ -27,27 +27,32 @@ _JPEG = b"\xff\xd8\xff"
 _TORCHVISION_MAGIC = (_JPEG, b"\x89PNG", b"RIFF")  # JPEG, PNG, WebP
 
 
-def is_jpeg(data: bytes) -> bool:
+Encoded = bytes | np.ndarray  # a file's bytes, or them as a 1-D uint8 array
+
+
+def is_jpeg(data: Encoded) -> bool:
     """Whether ``data`` starts like a JPEG file."""
-    return data[:3] == _JPEG
+    return bytes(data[:3]) == _JPEG
 
 
-def as_tensor(data: bytes) -> Tensor:
-    """The bytes as a 1-D uint8 tensor (no copy), what torchvision's decoders take."""
+def as_tensor(data: Encoded) -> Tensor:
+    """The bytes as a 1-D uint8 tensor, what torchvision's decoders take."""
+    if isinstance(data, np.ndarray):
+        return torch.from_numpy(data)
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
-def decode_rgb(data: bytes) -> Tensor:
+def decode_rgb(data: Encoded) -> Tensor:
     """Decode an image file's bytes to uint8 ``[3, H, W]`` (grayscale and CMYK converted).
 
     Raises:
         Exception: whatever the decoder raises for a truncated or corrupt file.
     """
-    if data[:4].startswith(_TORCHVISION_MAGIC):
+    if bytes(data[:4]).startswith(_TORCHVISION_MAGIC):
         img = decode_image(as_tensor(data), mode=ImageReadMode.RGB)
         if img.dtype == torch.uint8:
             return img
-    pil = load_rgb(io.BytesIO(data))  # other formats, 16-bit PNGs
+    pil = load_rgb(io.BytesIO(bytes(data)))  # other formats, 16-bit PNGs
     return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)
 
 
@@ -58,7 +63,7 @@ def image_size(data: bytes) -> tuple[int, int]:
     return height, width
 
 
-def decode_many(datas: Sequence[bytes], device: torch.device) -> list[Tensor | None]:
+def decode_many(datas: Sequence[Encoded], device: torch.device) -> list[Tensor | None]:
     """Decode files to uint8 ``[3, H, W]`` tensors on ``device``; None where one fails.
 
     JPEGs are decoded in one batched call on ``device`` (nvjpeg on a GPU); other formats,

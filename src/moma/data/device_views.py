@@ -3,10 +3,10 @@
 The DataLoader workers of the streaming paths (`moma.data.crop_stream`, `moma.data.shards`)
 deliver either uint8 crops (`CropBatch`: decoded and cropped in the workers) or still
 encoded JPEGs with their crop boxes (`JpegBatch`: decoded here, in one batched call, nvjpeg
-on a GPU). `DeviceViews` turns either into normalised float views on the device: flip,
-colour operations and normalisation per batch, as the in-RAM path
-(`moma.data.batch_augment`) does, with per-image random parameters from a generator the
-datamodule re-seeds for every batch.
+on a GPU). `DeviceViews` turns either into normalised float views on the device: colour
+operations and normalisation per batch, as the in-RAM path (`moma.data.batch_augment`)
+does, with per-image random parameters from a generator the datamodule re-seeds for every
+batch (the crop and the flip were drawn per image with the crop box).
 
 Shapes: N batch, V views, S output side.
 """
@@ -18,12 +18,13 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from moma.data.batch_augment import normalize, to_unit_float
 from moma.data.color_ops import apply_color_recipe
-from moma.data.crops import Box, ViewCropper, resized_crop
+from moma.data.crops import ViewCrop, ViewCropper, resized_crop
 from moma.data.decode import decode_many
 from moma.data.recipes import ViewRecipe
 from moma.errors import DataError
@@ -41,12 +42,12 @@ class CropBatch:
 
 @dataclass
 class JpegBatch:
-    """Images still encoded: the files' bytes, each view's crop box (plain ints, so they stay
-    on the host when the batch moves to the device), ``labels [N]`` and the images' names
-    (for error messages)."""
+    """Images still encoded: the files' bytes as uint8 numpy arrays and each view's crop box
+    as plain ints (neither moves when Lightning moves the batch to the device: the decoders
+    read the bytes from the host), ``labels [N]`` and the images' names (for messages)."""
 
-    data: list[bytes]
-    boxes: list[list[Box]]
+    data: list[np.ndarray]
+    boxes: list[list[ViewCrop]]
     labels: Tensor
     names: list[str]
 
@@ -57,12 +58,13 @@ def collate_crops(items: Sequence[tuple[Tensor, int]]) -> CropBatch:
     return CropBatch(torch.stack(crops), torch.as_tensor(labels, dtype=torch.int64))
 
 
-def collate_jpegs(items: Sequence[tuple[tuple[bytes, list[Box], str], int]]) -> JpegBatch:
+def collate_jpegs(items: Sequence[tuple[tuple[bytes, list[ViewCrop], str], int]]) -> JpegBatch:
     """Worker items ``((bytes, boxes, name), label)`` -> one `JpegBatch`."""
     encoded, labels = zip(*items)
     data, boxes, names = zip(*encoded)
+    arrays = [np.frombuffer(bytearray(d), dtype=np.uint8) for d in data]  # writable
     labels_t = torch.as_tensor(labels, dtype=torch.int64)
-    return JpegBatch(list(data), [list(b) for b in boxes], labels_t, list(names))
+    return JpegBatch(arrays, [list(b) for b in boxes], labels_t, list(names))
 
 
 class DeviceViews:
@@ -111,14 +113,22 @@ class DeviceViews:
         return (views[0] if len(views) == 1 else views), batch.labels
 
     def finish(self, images: Tensor, recipe: ViewRecipe | None) -> Tensor:
-        """uint8 crops ``[N, 3, S, S]`` -> flipped (p=0.5), colour-augmented, normalised."""
-        x = to_unit_float(images)
-        if recipe is not None:
-            gen = self.generator(x.device)
-            flip = torch.rand(x.shape[0], generator=gen, device=x.device) < 0.5
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-            x = apply_color_recipe(x, recipe, gen, self.cropper.img_size)
+        """uint8 crops ``[N, 3, S, S]`` (already flipped) -> colour-augmented, normalised."""
+        if (
+            recipe is None
+            or recipe.jitter_p + recipe.gray_p + recipe.blur_p + recipe.solarize_p == 0
+        ):
+            return self._normalize_uint8(images)
+        gen = self.generator(images.device)
+        x = apply_color_recipe(to_unit_float(images), recipe, gen, self.cropper.img_size)
         return normalize(x, self.mean, self.std)
+
+    def _normalize_uint8(self, images: Tensor) -> Tensor:
+        """``(images / 255 - mean) / std`` in two passes over the float batch."""
+        dev = images.device
+        scale = 1.0 / (255.0 * torch.tensor(self.std, device=dev)).view(1, -1, 1, 1)
+        shift = torch.tensor(self.mean, device=dev) / torch.tensor(self.std, device=dev)
+        return images.to(torch.float32).mul_(scale).sub_(shift.view(1, -1, 1, 1))
 
     def decode(self, batch: JpegBatch, device: torch.device) -> Tensor:
         """Decode the batch on ``device`` and crop each view: uint8 ``[N, V, 3, S, S]``.

@@ -184,11 +184,14 @@ class ShardDataset(IterableDataset):
         stream = self.rank * self.workers + worker
         streams = self.world_size * self.workers
         rng = random.Random(sample_seed(self.seed, epoch, stream, 1))
+        buffer = min(SHUFFLE_BUFFER, self.per_worker)
         handler = wds.reraise_exception if self.strict else _warn_and_go_on
         pipeline = wds.DataPipeline(
             lambda: self._shard_urls(epoch, stream, streams),
             wds.tarfile_to_samples(handler=handler),
-            wds.shuffle(SHUFFLE_BUFFER, initial=min(SHUFFLE_BUFFER, 500), rng=rng),
+            # a buffer no larger than this worker's share: a small dataset is not read
+            # many times over before its first sample comes out
+            wds.shuffle(buffer, initial=buffer, rng=rng),
         )
         items = (self._item(s, rng.getrandbits(63)) for s in pipeline)
         return islice((it for it in items if it is not None), self.per_worker)
