@@ -87,9 +87,18 @@ def jitter_op(op: int, x: Tensor, f: Tensor) -> Tensor:
     return adjust_hue(x, f)
 
 
-def color_jitter(x: Tensor, p: float, generator: torch.Generator) -> Tensor:
+def color_jitter(
+    x: Tensor, p: float, generator: torch.Generator, grouped: bool | None = None
+) -> Tensor:
     """ColorJitter(0.4, 0.4, 0.2, 0.1) applied with probability ``p`` per image, each image
-    with its own factors and its own random order of the four operations (as torchvision)."""
+    with its own factors and its own random order of the four operations (as torchvision).
+
+    Two equal computations (same draws, same result): ``grouped`` (the CPU's default) runs
+    each operation at each of the four steps on just the images that do it then, which does
+    the least arithmetic; otherwise (a GPU's default) every step runs all four operations
+    on the whole batch and keeps per image the one it drew: four times the arithmetic, but
+    no data-dependent indexing, so no host-device synchronisation (16 per view grouped).
+    """
     n, dev = x.shape[0], x.device
     bri, con, sat, hue = MOCOV3_JITTER
     lo = torch.tensor([1 - bri, 1 - con, 1 - sat, -hue], device=dev)
@@ -97,6 +106,16 @@ def color_jitter(x: Tensor, p: float, generator: torch.Generator) -> Tensor:
     factors = lo + (hi - lo) * torch.rand(n, 4, generator=generator, device=dev)  # [N, 4]
     order = torch.argsort(torch.rand(n, 4, generator=generator, device=dev), dim=1)
     apply = torch.rand(n, generator=generator, device=dev) < p
+    if grouped is None:
+        grouped = dev.type != "cuda"
+    if not grouped:
+        for step in range(4):
+            op_now = torch.where(apply, order[:, step], -1).view(-1, 1, 1, 1)  # -1: none
+            out = x
+            for op in range(4):
+                out = torch.where(op_now == op, jitter_op(op, x, factors[:, op]), out)
+            x = out
+        return x
     x = x.clone()
     for step in range(4):
         for op in range(4):
