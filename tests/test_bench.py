@@ -93,3 +93,22 @@ def test_cli_parses_bench_sizes(capsys):
 
     assert main(["bench", "--sizes", "224", "--device", "cpu", "--print-config"]) == 0
     assert "sizes: '224'" in capsys.readouterr().out
+
+
+def test_bench_compile_group_times_eager_and_compiled_steps(tmp_path, one_thread):
+    """The compile group: the same steps eager and with compiled blocks (the cheap backend
+    here: inductor takes minutes on this CPU)."""
+    cfg = BenchConfig(
+        sizes="tiny",
+        precision="fp32",
+        steps=1,
+        warmup=1,
+        out_dir=str(tmp_path / "bench"),
+        threads=1,
+        groups=["compile"],
+        matmul_size=64,
+        compile_backend="aot_eager",
+    )
+    keys = {r["key"] for r in run_bench(cfg)["rows"]}
+    for what in ("moma:2t", "student", "teacher", "mocov3"):
+        assert {f"compile:{what}:eager", f"compile:{what}:compiled"} <= keys, what

@@ -108,8 +108,9 @@ def _children(pid: int | str) -> list[str]:
 
 
 def own_cpu_seconds() -> float:
-    """CPU seconds of this process and its descendants (DataLoader workers, compilers)."""
-    total, todo, seen = 0.0, [str(os.getpid())], set()
+    """CPU seconds of this process (all threads, fine-grained) and of its descendants
+    (DataLoader workers, compilers; from ``/proc``, in clock ticks)."""
+    total, todo, seen = time.process_time(), _children(os.getpid()), {str(os.getpid())}
     while todo:
         pid = todo.pop()
         if pid in seen:

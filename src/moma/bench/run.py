@@ -31,6 +31,7 @@ from moma.bench.cases import (
     student_cases,
     teacher_cases,
 )
+from moma.bench.compile_cases import compile_cases
 from moma.bench.data_cases import data_cases
 from moma.bench.flops import count_flops, matmul_peak
 from moma.bench.presets import SizePreset, get_presets
@@ -42,7 +43,9 @@ from moma.models.attention import use_fused_attention
 
 log = logging.getLogger(__name__)
 
-GROUPS = ("teacher", "student", "moma", "mae", "mocov3", "batch", "data")
+GROUPS = ("teacher", "student", "moma", "mae", "mocov3", "batch", "data", "compile")
+# compile only when asked: inductor takes minutes on a CPU
+DEFAULT_GROUPS = tuple(g for g in GROUPS if g != "compile")
 PRECISIONS = ("fp32", "bf16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -65,14 +68,18 @@ class BenchConfig:
         moma_mask_ratio: the mask ratio of the whole MOMA steps.
         batch_sweep: extra batch sizes for the two-teacher MOMA step; default: the size's
             own (32/64/128 at 32 px, 4/8 at 224 px); ``[]`` for none.
-        groups: the case groups to run (default all): teacher, student, moma, mae, mocov3,
-            batch, data. The matmul peak always runs.
+        groups: the case groups to run (default all but compile): teacher, student, moma,
+            mae, mocov3, batch, data, compile (eager vs ``--trainer.compile`` steps). The
+            matmul peak always runs.
         jpeg_images: JPEGs generated for the image-folder pipeline (0 skips it).
         data_workers: DataLoader workers of the streaming image-folder pipeline.
         matmul_size: side of the square matmul that measures the peak.
         seed: seed of the random inputs and data order.
         attention: timm attention kernel of every model built: ``auto`` (fused SDPA on a GPU,
             plain softmax on the CPU, as training and evaluation choose), ``fused`` or ``math``.
+        compile: the compile mode of the compile group (``blocks``, ``blocks-nograph``).
+        compile_backend: torch.compile backend of the compile group (``inductor``; tests
+            use ``aot_eager``).
     """
 
     sizes: str = "fmnist"
@@ -92,6 +99,8 @@ class BenchConfig:
     matmul_size: int = 2048
     seed: int = 0
     attention: str = "auto"
+    compile: str = "blocks"
+    compile_backend: str = "inductor"
 
 
 _DEFAULT_SWEEPS = {"fmnist": [32, 64, 128], "224": [4, 8], "tiny": []}
@@ -120,7 +129,7 @@ def precisions_of(precision: str) -> list[str]:
 
 
 def _check(cfg: BenchConfig) -> list[str]:
-    groups = list(GROUPS) if cfg.groups is None else [str(g) for g in cfg.groups]
+    groups = list(DEFAULT_GROUPS) if cfg.groups is None else [str(g) for g in cfg.groups]
     unknown = [g for g in groups if g not in GROUPS]
     if unknown:
         raise ConfigError(f"bench groups must be among {', '.join(GROUPS)}, got {unknown}")
@@ -281,6 +290,14 @@ def preset_rows(
             sets.append(lambda args=args: list(student_cases(*args, list(cfg.mask_ratios))))
         # Whole steps, their parts and the baselines are compared: one round-robin set.
         sets.append(lambda args=args: steps_set(args, groups, float(cfg.moma_mask_ratio)))
+        if "compile" in groups:
+            sets.append(
+                lambda args=args: list(
+                    compile_cases(
+                        *args, float(cfg.moma_mask_ratio), cfg.compile, cfg.compile_backend
+                    )  # fmt: skip
+                )
+            )
         if "batch" in groups and sweep:
             sets.append(
                 lambda prec=prec: list(
