@@ -140,39 +140,10 @@ def measure(policy: str, scene: str, args: argparse.Namespace, cpus: int) -> dic
 
 def child(args: argparse.Namespace, cli_flags: list[str]) -> None:
     """Run ``moma pretrain mae`` as the CLI does, timing its steps from inside."""
-    start = time.perf_counter()
-    from moma.threads import configure_openmp
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from step_clock import prepare, run_timed
 
-    mode = configure_openmp()  # what `moma` does first; the CLI's own call is then a no-op
-    import importlib
-
-    import lightning as L
-    import torch
-
-    from moma.cli.main import main
-
-    fit_mod = importlib.import_module(
-        "moma.train.fit"
-    )  # the module (moma.train.fit is the function)
-
-    stamps: list[float] = []
-    threads: list[int] = []
-
-    class StepClock(L.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            stamps.append(time.perf_counter())
-            threads.append(torch.get_num_threads())
-            if len(stamps) == 1 and args.marker:
-                Path(args.marker).touch()
-
-    build = fit_mod.build_trainer
-
-    def build_with_clock(*a, **kw):
-        trainer = build(*a, **kw)
-        trainer.callbacks.append(StepClock())
-        return trainer
-
-    fit_mod.build_trainer = build_with_clock
+    mode = prepare()  # before torch loads, as `moma` does (the CLI's own call is then a no-op)
     batch = 256
     argv = [
         "pretrain", "mae", "--config", str(CONFIG),
@@ -181,19 +152,10 @@ def child(args: argparse.Namespace, cli_flags: list[str]) -> None:
         "--trainer.progress_bar", "false", "--trainer.ckpt_every_n_steps", "100000",
         *cli_flags,
     ]  # fmt: skip
-    rc = main(argv)
-    if rc != 0:
-        sys.exit(rc)
-    steps_s = stamps[-1] - stamps[WARM_STEPS - 1] if len(stamps) > WARM_STEPS else float("nan")
-    report = {
-        "mode": mode,
-        "wall_s": round(time.perf_counter() - start, 2),
-        "steps_s": round(steps_s, 2),
-        "timed_steps": len(stamps) - WARM_STEPS,
-        "threads_min": min(threads),
-        "threads_max": max(threads),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
-    }
+    report = run_timed(argv, WARM_STEPS, args.marker or None)
+    if report.pop("rc") != 0:
+        sys.exit(1)
+    report.update(mode=mode, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", ""))
     print(json.dumps(report))
 
 
