@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from moma.data.color_ops import apply_color_recipe
+from moma.data.crops import fallback_crop_size
+from moma.data.generators import DeviceGenerators
 from moma.data.recipes import CROP_RATIO, ViewRecipe, view_recipes
 
 _CROP_TRIES = 10
@@ -77,13 +79,7 @@ def random_crop_boxes(
     y0 = torch.floor(torch.rand(n, **kw) * (height - h + 1))
     x0 = torch.floor(torch.rand(n, **kw) * (width - w + 1))
     # Fallback (no valid try): the largest center crop within the ratio bounds.
-    in_ratio = width / height
-    if in_ratio < CROP_RATIO[0]:
-        fw, fh = width, round(width / CROP_RATIO[0])
-    elif in_ratio > CROP_RATIO[1]:
-        fw, fh = round(height * CROP_RATIO[1]), height
-    else:
-        fw, fh = width, height
+    fh, fw = fallback_crop_size(height, width)
     none_ok = ~ok.any(dim=1)
     w = torch.where(none_ok, torch.full_like(w, fw), w)
     h = torch.where(none_ok, torch.full_like(h, fh), h)
@@ -119,7 +115,7 @@ def crop_resize_flip(x: Tensor, boxes: Tensor, flip: Tensor, size: int, bicubic:
     return out.clamp_(0.0, 1.0) if bicubic else out
 
 
-class BatchAugment:
+class BatchAugment(DeviceGenerators):
     """Turns a uint8 batch ``[N, C, h, w]`` into normalised float view(s) ``[N, 3, S, S]``.
 
     Args:
@@ -144,19 +140,6 @@ class BatchAugment:
         self.augment, self.views, self.img_size = augment, views, img_size
         self.mean, self.std, self.seed = tuple(mean), tuple(std), seed
         self.recipes = [] if augment == "none" else view_recipes(augment, views, min_scale)
-        self._generators: dict[torch.device, torch.Generator] = {}
-
-    def generator(self, device: torch.device) -> torch.Generator:
-        """The generator for ``device`` (created and seeded on first use)."""
-        if device not in self._generators:
-            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
-        return self._generators[device]
-
-    def reseed(self, seed: int) -> None:
-        """Restart every device's generator from ``seed``."""
-        self.seed = seed
-        for gen in self._generators.values():
-            gen.manual_seed(seed)
 
     def view(self, images: Tensor, recipe: ViewRecipe | None) -> Tensor:
         """One normalised float view ``[N, 3, S, S]`` of uint8 ``images``."""

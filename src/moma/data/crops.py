@@ -47,6 +47,17 @@ def sample_seed(*parts: int) -> int:
 _TRIES = 10
 
 
+def fallback_crop_size(height: int, width: int) -> tuple[int, int]:
+    """``(h, w)`` of RandomResizedCrop's fallback: the largest central crop whose aspect
+    ratio lies within `CROP_RATIO`."""
+    in_ratio = width / height
+    if in_ratio < CROP_RATIO[0]:
+        return round(width / CROP_RATIO[0]), width
+    if in_ratio > CROP_RATIO[1]:
+        return height, round(height * CROP_RATIO[1])
+    return height, width
+
+
 def random_resized_crop_box(
     height: int, width: int, scale: Sequence[float], rng: random.Random
 ) -> Box:
@@ -60,13 +71,7 @@ def random_resized_crop_box(
         h = round(math.sqrt(target / ratio))
         if 0 < w <= width and 0 < h <= height:
             return rng.randint(0, height - h), rng.randint(0, width - w), h, w
-    in_ratio = width / height  # no try fitted: the largest central crop within the bounds
-    if in_ratio < CROP_RATIO[0]:
-        w, h = width, round(width / CROP_RATIO[0])
-    elif in_ratio > CROP_RATIO[1]:
-        w, h = round(height * CROP_RATIO[1]), height
-    else:
-        w, h = width, height
+    h, w = fallback_crop_size(height, width)  # no try fitted
     return (height - h) // 2, (width - w) // 2, h, w
 
 

@@ -26,6 +26,7 @@ from moma.data.batch_augment import normalize, to_unit_float
 from moma.data.color_ops import apply_color_recipe
 from moma.data.crops import ViewCrop, ViewCropper, resized_crop
 from moma.data.decode import decode_many
+from moma.data.generators import DeviceGenerators
 from moma.data.recipes import ViewRecipe
 from moma.errors import DataError
 
@@ -67,7 +68,7 @@ def collate_jpegs(items: Sequence[tuple[tuple[bytes, list[ViewCrop], str], int]]
     return JpegBatch(arrays, [list(b) for b in boxes], labels_t, list(names))
 
 
-class DeviceViews:
+class DeviceViews(DeviceGenerators):
     """`CropBatch` / `JpegBatch` -> ``(views, labels)`` on the batch's device: one view
     ``[N, 3, S, S]``, or a list of ``V`` of them.
 
@@ -89,18 +90,6 @@ class DeviceViews:
         self.cropper, self.mean, self.std = cropper, tuple(mean), tuple(std)
         self.seed, self.strict = int(seed), strict
         self.num_skipped = 0
-        self._generators: dict[torch.device, torch.Generator] = {}
-
-    def generator(self, device: torch.device) -> torch.Generator:
-        if device not in self._generators:
-            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
-        return self._generators[device]
-
-    def reseed(self, seed: int) -> None:
-        """Restart every device's generator from ``seed``."""
-        self.seed = int(seed)
-        for gen in self._generators.values():
-            gen.manual_seed(self.seed)
 
     def __call__(self, batch: CropBatch | JpegBatch) -> tuple[Tensor | list[Tensor], Tensor]:
         device = batch.labels.device
