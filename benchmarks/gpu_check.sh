@@ -12,7 +12,7 @@
 #   3. `moma bench --groups '[data]'` at 224 px: every data path on this machine's cores and GPU;
 #   4. the same compile group at 32 px (the most dispatch-bound steps);
 #   5. cached epochs (goal: 25,000 img/s) once the teacher-target cache (issue 15) is merged:
-#      skipped while `moma distill --help` shows no cache option.
+#      CACHE_FLAGS='...' names the flags that turn it on; skipped without.
 #
 #   benchmarks/gpu_check.sh OUT                 # on the GPU machine
 #   SMOKE=1 DEVICE=cpu benchmarks/gpu_check.sh OUT   # a CPU-sized check of the script
@@ -66,10 +66,15 @@ timeout "${T_C32:-100}" $MOMA bench "${C32[@]}" --groups '[compile]' --precision
   --device "$DEVICE" --out_dir "$OUT/bench-32-compile" > "$OUT/bench-32-compile.log" 2>&1
 echo "rc $?"; grep -E "compiled|eager" "$OUT/bench-32-compile/bench.md" 2>/dev/null
 
-stage "5. cached epochs"
-if $MOMA distill --help 2>/dev/null | grep -qi "cache"; then
-  echo "the teacher-target cache exists: add its epoch measurement here (issue 15's option)"
+stage "5. cached epochs (CACHE_FLAGS: issue 15's moma distill flags that cache targets)"
+if [ -n "${CACHE_FLAGS:-}" ]; then
+  # 12288 images / 256 = 48 steps an epoch: the first epoch fills the cache (untimed), the
+  # second reads it (timed).
+  timeout "${T_CACHE:-150}" $PY benchmarks/throughput.py --work "$WORK/tp" --images 12288 \
+    --batch 256 --warm 48 --steps 48 --workers 12 --compile blocks --decode device \
+    --extra "$CACHE_FLAGS" --timeout 140 > "$OUT/cached.log" 2>&1
+  echo "rc $?"; tail -n 6 "$OUT/cached.log"
 else
-  echo "skipped: this moma has no teacher-target cache yet (issue 15)"
+  echo "skipped: give CACHE_FLAGS once the teacher-target cache (issue 15) is merged"
 fi
 stage "done"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -93,6 +94,7 @@ def main() -> None:
     ap.add_argument("--decode", default="auto", help="comma list of data.decode modes")
     ap.add_argument("--precision", default="bf16-mixed")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
+    ap.add_argument("--extra", default="", help="more `moma distill` flags (one string)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--argv", default="[]", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -126,7 +128,7 @@ def main() -> None:
                 "--trainer.precision", args.precision, "--trainer.compile", mode,
                 "--trainer.progress_bar", "false", "--trainer.ckpt_every_n_steps", "100000",
                 "--trainer.out_dir", str(work / f"run-{mode}-{decode}"),
-                "--trainer.resume", "never",
+                "--trainer.resume", "never", *shlex.split(args.extra),
             ]  # fmt: skip
             cmd = [sys.executable, __file__, "--child", "--work", str(work), "--warm",
                    str(args.warm), "--argv", json.dumps(argv)]  # fmt: skip

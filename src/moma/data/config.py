@@ -35,8 +35,8 @@ class DataConfig:
         subset: use only the first N training images (smoke runs, tests).
         seed: seed of the augmentation and shuffling random generators.
         decode: how streamed images (folders not kept in RAM, shards) are decoded:
-            ``workers`` (torchvision's decoders in the DataLoader workers, which cut uint8
-            crops; flip, colour and normalisation per batch on the device), ``device`` (the
+            ``workers`` (torchvision's decoders in the DataLoader workers, which cut and flip
+            uint8 crops; colour and normalisation per batch on the device), ``device`` (the
             JPEG bytes are decoded on the training device in one batched call: nvjpeg on a
             GPU), ``pil`` (PIL and per-image float transforms in the workers, the old path) or
             ``auto`` (``device`` when training on a GPU, else ``workers``).

@@ -37,9 +37,10 @@ class TrainerConfig:
         threads: torch intra-op CPU threads. ``null`` (default): all usable CPUs, fewer while
             other processes keep some busy (only when OpenMP threads spin, see
             ``moma.threads``); a number fixes the count.
-        compile: ``none``, or ``blocks``: compile each transformer block of the student and
-            teachers with ``torch.compile`` (CUDA graphs on a GPU: ``reduce-overhead``);
-            checkpoints and exports are unchanged. See ``moma.train.compile``.
+        compile: ``none``; ``blocks``: compile each transformer block of the student and
+            teachers in place with ``torch.compile`` (CUDA graphs on a GPU:
+            ``reduce-overhead``); ``blocks-nograph``: the same without CUDA graphs.
+            Checkpoints and exports are unchanged; the first steps take the compilation.
     """
 
     out_dir: str = "runs/run"
