@@ -1,68 +1,80 @@
 #!/usr/bin/env bash
-# The GPU figures of BENCHMARKS.md and RESULTS.md in one short run (about 9 minutes on an
-# H100/H200): `moma bench` at both sizes in bf16, a 5-epoch two-teacher distillation on
-# Fashion-MNIST with its kNN and linear evaluation, and the distillation-defaults ablation.
+# The GPU figures BENCHMARKS.md still lacks, in one short run (about 10 minutes on one
+# H100/H200; every stage has its own time limit and writes into OUT as it goes, so a run cut
+# short keeps what it measured):
+#   1. end to end, data included: `moma distill`, two ViT-B/16 teachers -> ViT-S/16 student,
+#      224 px, bf16, batch 256, on generated 500x375 JPEGs in WebDataset shards, eager vs
+#      --trainer.compile blocks (CUDA graphs), JPEGs decoded on the GPU vs in 12 workers
+#      (benchmarks/throughput.py; goal: 8,000 img/s uncached, 3,748 today without data);
+#   2. `moma bench --groups '[compile]'` at 224 px, batch 256: teacher forward (goal: ViT-B/16
+#      at 55% of the bf16 peak, 41% today), student step, MOMA step, MoCo v3 step, eager vs
+#      compiled;
+#   3. `moma bench --groups '[data]'` at 224 px: every data path on this machine's cores and GPU;
+#   4. the same compile group at 32 px (the most dispatch-bound steps);
+#   5. cached epochs (goal: 25,000 img/s) once the teacher-target cache (issue 15) is merged:
+#      CACHE_FLAGS='...' names the flags that turn it on; skipped without.
 #
-#   benchmarks/gpu_check.sh TEACHERS OUT     # TEACHERS: a quickstart folder (mae/, mocov3/)
+#   benchmarks/gpu_check.sh OUT                 # on the GPU machine
+#   SMOKE=1 DEVICE=cpu benchmarks/gpu_check.sh OUT   # a CPU-sized check of the script
 #
-# Every stage has its own time limit and writes into OUT as it goes, so a run cut short
-# keeps what it measured. SMOKE=1 shrinks everything to a CPU-sized check of the script.
+# Set MOMA (default: moma) to the command, PY (default: python3) to its Python.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-QS="${1:?usage: gpu_check.sh TEACHERS OUT}"
-OUT="${2:?usage: gpu_check.sh TEACHERS OUT}"
+OUT="${1:?usage: gpu_check.sh OUT}"
 MOMA="${MOMA:-moma}"
+PY="${PY:-python3}"
 DEVICE="${DEVICE:-cuda}"
-WORK="$(mktemp -d)"
+WORK="${WORK:-$(mktemp -d)}"
 mkdir -p "$OUT"
 START=$SECONDS
-left() { echo $(( ${BUDGET_S:-540} - (SECONDS - START) )); }
 stage() { echo "=== $(date -u +%H:%M:%S) +$((SECONDS - START))s: $*"; }
 
 if [ "${SMOKE:-0}" = 1 ]; then
-  B32=(--sizes tiny --steps 2 --warmup 1 --jpeg_images 16)
-  B224=(--sizes tiny --steps 2 --warmup 1 --jpeg_images 0 --groups '[teacher]')
-  EPOCHS=(--trainer.max_steps 4 --data.subset 512 --data.batch_size 64)
-  EVAL=(--data.subset 512)
-  ABL=(--steps 3 --seeds 0 --eval-subset 512 --linear-epochs 1 --batch-size 64 --only default "mask 0.95")
+  TP=(--images 64 --batch 8 --steps 2 --warm 1 --workers 1 --compile none --decode workers)
+  C224=(--sizes tiny --steps 1 --warmup 1 --compile_backend aot_eager)
+  D224=(--sizes tiny --steps 2 --warmup 1 --jpeg_images 16 --data_workers 1)
+  C32=(--sizes tiny --steps 1 --warmup 1 --compile_backend aot_eager)
 else
-  B32=(--sizes fmnist --steps 20 --warmup 5)
-  B224=(--sizes 224 --batch_size 64 --steps 10 --warmup 3 --batch_sweep '[16,128]' --jpeg_images 256)
-  EPOCHS=(--trainer.max_epochs 5)
-  EVAL=()
-  ABL=(--steps 500 --seeds 0 1 2)
+  TP=(--images 12288 --batch 256 --steps 30 --warm 8 --workers 12 --compile none,blocks
+      --decode device,workers)
+  C224=(--sizes 224 --batch_size 256 --steps 8 --warmup 4 --matmul_size 8192)
+  D224=(--sizes 224 --batch_size 256 --steps 20 --warmup 3 --jpeg_images 4096 --data_workers 12)
+  C32=(--sizes fmnist --batch_size 1024 --steps 10 --warmup 4 --matmul_size 8192)
 fi
 
 stage "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null
-python3 -c "import sys, torch, timm, lightning; print(sys.version.split()[0], 'torch', torch.__version__, 'timm', timm.__version__, 'lightning', lightning.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')"
+$PY -c "import sys, os, torch, torchvision, timm, lightning; print(sys.version.split()[0], 'torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__, 'lightning', lightning.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda', os.cpu_count(), 'CPUs')"
 
-stage "bench 32 px, bf16"
-timeout "${T_B32:-130}" $MOMA bench "${B32[@]}" --precision bf16 --device "$DEVICE" \
-  --matmul_size 8192 --out_dir "$OUT/bench-fmnist" > "$WORK/bench-fmnist.log" 2>&1
-echo "rc $?"; tail -n 5 "$WORK/bench-fmnist.log"
+stage "1. distillation throughput, data included (224 px, 2x ViT-B/16 -> ViT-S/16, bf16)"
+timeout "${T_TP:-330}" $PY benchmarks/throughput.py --work "$WORK/tp" "${TP[@]}" --timeout 150 \
+  > "$OUT/throughput.log" 2>&1
+echo "rc $?"; cat "$WORK/tp/throughput.md" 2>/dev/null | tee "$OUT/throughput.md" || tail -n 20 "$OUT/throughput.log"
 
-stage "bench 224 px, bf16"
-timeout "${T_B224:-130}" $MOMA bench "${B224[@]}" --precision bf16 --device "$DEVICE" \
-  --matmul_size 8192 --out_dir "$OUT/bench-224" > "$WORK/bench-224.log" 2>&1
-echo "rc $?"; tail -n 5 "$WORK/bench-224.log"
+stage "2. eager vs compiled blocks, 224 px, batch 256, bf16"
+timeout "${T_C224:-170}" $MOMA bench "${C224[@]}" --groups '[compile]' --precision bf16 \
+  --device "$DEVICE" --out_dir "$OUT/bench-224-compile" > "$OUT/bench-224-compile.log" 2>&1
+echo "rc $?"; grep -E "compiled|eager|matmul" "$OUT/bench-224-compile/bench.md" 2>/dev/null
 
-stage "distill mocov3 + mae -> random (5 epochs), then kNN and linear"
-T0=$SECONDS
-timeout "${T_DISTILL:-120}" $MOMA distill --config configs/moma/fashion_mnist_both_to_random.yaml \
-  --teachers "[{\"path\": \"$QS/mocov3/backbone.safetensors\"}, {\"path\": \"$QS/mae/backbone.safetensors\"}]" \
-  "${EPOCHS[@]}" --trainer.progress_bar false --trainer.out_dir "$WORK/distill" \
-  > "$OUT/distill.log" 2>&1
-echo "rc $? in $((SECONDS - T0)) s"; grep -v "^\s*$" "$OUT/distill.log" | tail -n 4
-for proto in knn linear; do
-  timeout 60 $MOMA eval "$proto" --backbone "$WORK/distill" "${EVAL[@]}" --name gpu-both-to-random \
-    >> "$OUT/distill.log" 2>&1
-  echo "$proto rc $?"
-done
-tail -n 6 "$OUT/distill.log"
+stage "3. data paths, 224 px"
+timeout "${T_D224:-100}" $MOMA bench "${D224[@]}" --groups '[data]' --device "$DEVICE" \
+  --out_dir "$OUT/bench-224-data" > "$OUT/bench-224-data.log" 2>&1
+echo "rc $?"; grep -A 9 "Data pipeline per CPU" "$OUT/bench-224-data/bench.md" 2>/dev/null
 
-stage "ablation of the distillation defaults ($(left) s left)"
-timeout "$(left)" python3 benchmarks/ablate_distill.py --teachers "$QS" "${ABL[@]}" \
-  --out "$OUT/ablation" --work "$WORK/ablation" > "$WORK/ablation.log" 2>&1
-echo "rc $?"; cat "$OUT/ablation/ablation.md" 2>/dev/null || tail -n 20 "$WORK/ablation.log"
+stage "4. eager vs compiled blocks, 32 px, batch 1024, bf16"
+timeout "${T_C32:-100}" $MOMA bench "${C32[@]}" --groups '[compile]' --precision bf16 \
+  --device "$DEVICE" --out_dir "$OUT/bench-32-compile" > "$OUT/bench-32-compile.log" 2>&1
+echo "rc $?"; grep -E "compiled|eager" "$OUT/bench-32-compile/bench.md" 2>/dev/null
+
+stage "5. cached epochs (CACHE_FLAGS: issue 15's moma distill flags that cache targets)"
+if [ -n "${CACHE_FLAGS:-}" ]; then
+  # 12288 images / 256 = 48 steps an epoch: the first epoch fills the cache (untimed), the
+  # second reads it (timed).
+  timeout "${T_CACHE:-150}" $PY benchmarks/throughput.py --work "$WORK/tp" --images 12288 \
+    --batch 256 --warm 48 --steps 48 --workers 12 --compile blocks --decode device \
+    --extra "$CACHE_FLAGS" --timeout 140 > "$OUT/cached.log" 2>&1
+  echo "rc $?"; tail -n 6 "$OUT/cached.log"
+else
+  echo "skipped: give CACHE_FLAGS once the teacher-target cache (issue 15) is merged"
+fi
 stage "done"

@@ -51,7 +51,11 @@ def test_bench_tiny_writes_table_and_json(tmp_path, one_thread, capsys):
                     "cache:cached:ViT 2x32/4", "cache:live:ViT 2x32/4", "cache:mae:ViT 2x32/4",
                     "cache:build"):  # fmt: skip
             assert (prec, key) in keys, key
-    assert ("-", "data:jpeg:stream") in keys and ("-", "data:jpeg:ram") in keys
+    for key in ("stream", "workers", "device", "ram"):
+        assert ("-", f"data:jpeg:{key}") in keys, key
+    assert ("-", "data:shards:workers") in keys
+    streamed = [r for r in result["rows"] if r["key"] == "data:jpeg:workers"]
+    assert streamed[0]["images_per_cpu_s"] > 0 and "img per CPU-second" in md
     for r in result["rows"]:
         assert r["time"]["ms_median"] > 0
         if r["group"] not in ("peak", "data"):
@@ -93,3 +97,22 @@ def test_cli_parses_bench_sizes(capsys):
 
     assert main(["bench", "--sizes", "224", "--device", "cpu", "--print-config"]) == 0
     assert "sizes: '224'" in capsys.readouterr().out
+
+
+def test_bench_compile_group_times_eager_and_compiled_steps(tmp_path, one_thread):
+    """The compile group: the same steps eager and with compiled blocks (the cheap backend
+    here: inductor takes minutes on this CPU)."""
+    cfg = BenchConfig(
+        sizes="tiny",
+        precision="fp32",
+        steps=1,
+        warmup=1,
+        out_dir=str(tmp_path / "bench"),
+        threads=1,
+        groups=["compile"],
+        matmul_size=64,
+        compile_backend="aot_eager",
+    )
+    keys = {r["key"] for r in run_bench(cfg)["rows"]}
+    for what in ("moma:2t", "student", "teacher", "mocov3"):
+        assert {f"compile:{what}:eager", f"compile:{what}:compiled"} <= keys, what

@@ -104,3 +104,14 @@ def test_gaussian_blur_matches_torchvision() -> None:
     ours = C.gaussian_blur(x, 1.0, (1.5, 1.5), 5, _gen())
     assert torch.allclose(ours, TF.gaussian_blur(x, [5, 5], [1.5, 1.5]), atol=1e-5)
     assert torch.allclose(C.gaussian_blur(x, 0.0, (1.5, 1.5), 5, _gen()), x, atol=1e-6)
+
+
+def test_color_jitter_without_indexing_equals_the_grouped_one():
+    """The GPU's synchronisation-free jitter computes what the grouped one does."""
+    from moma.data.color_ops import color_jitter
+
+    x = torch.rand(64, 3, 12, 12)
+    a = color_jitter(x, 0.8, torch.Generator().manual_seed(3), grouped=True)
+    b = color_jitter(x, 0.8, torch.Generator().manual_seed(3), grouped=False)
+    assert not torch.equal(a, x)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

@@ -160,15 +160,16 @@ def test_truncated_jpeg_streaming(tmp_path: Path) -> None:
     assert str(bad) in str(info.value)
 
 
-def test_streaming_datamodule_reports_skips(tmp_path: Path) -> None:
+@pytest.mark.parametrize("decode", ["workers", "pil"])
+def test_streaming_datamodule_reports_skips(tmp_path: Path, decode: str) -> None:
     root = _classes(tmp_path / "ds", per_class=2)
     _truncated_jpeg(root / "cat" / "2_broken.jpg")
-    cfg = DataConfig(dataset=str(root), img_size=8, batch_size=5, in_memory=False)
+    cfg = DataConfig(dataset=str(root), img_size=8, batch_size=5, in_memory=False, decode=decode)
     dm = SSLDataModule(cfg, augment="none")
     with pytest.warns(UserWarning, match="2_broken.jpg"):
-        batch = next(iter(dm.train_dataloader()))
+        raw = next(iter(dm.train_dataloader()))
+    batch = dm.on_after_batch_transfer(raw, 0)  # epoch 0 seen
     assert batch[0].shape == (5, 3, 8, 8) and dm.skipped_images == 1
-    dm.on_after_batch_transfer(batch, 0)  # epoch 0 seen
     with pytest.warns(UserWarning, match="skipped 1 unreadable"):
         dm.teardown("fit")
 

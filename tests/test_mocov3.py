@@ -305,3 +305,26 @@ def test_cli_print_config(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "temperature: 0.2" in out and "freeze_patch_embed: false" in out
+
+
+def test_cpu_step_runs_each_view_through_the_encoders_alone():
+    """On the CPU the views go through each encoder one by one ([N], faster there than one
+    [2N] pass: BENCHMARKS.md); the loss equals the one-pass computation."""
+    m = _moco().train()
+    x1, x2 = _views(8)
+    seen = []
+    hooks = [
+        enc.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
+        for enc in (m.base_encoder, m.momentum_encoder)
+    ]
+    loss = m(x1, x2)
+    for h in hooks:
+        h.remove()
+    assert seen == [8, 8, 8, 8]
+    with torch.no_grad():
+        feats = m.base_encoder(torch.cat([x1, x2]))  # the one-pass reference
+        mom = m.momentum_encoder(torch.cat([x1, x2]))
+        q1, q2 = (m.predictor(m.projector(f)) for f in (feats[:8], feats[8:]))
+        k1, k2 = m.momentum_projector(mom[:8]), m.momentum_projector(mom[8:])
+        ref = m.loss_fn(q1, q2, k1, k2)
+    torch.testing.assert_close(loss.detach(), ref, rtol=1e-5, atol=1e-6)

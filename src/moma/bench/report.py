@@ -72,6 +72,21 @@ def rows_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def data_cpu_table(rows: list[dict]) -> list[str]:
+    """Streamed data rows by throughput per CPU: every process counted (DataLoader workers)."""
+    lines = [
+        "| size | case | how | batch | img/s overall | CPU cores busy | img per CPU-second |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['preset']} | {r['name']} | {r['model']} | {r['batch']} "
+            f"| {_f(r.get('images_per_s_overall'), '{:.0f}')} "
+            f"| {_f(r.get('cpu_cores_all'), '{:.2f}')} | {_f(r.get('images_per_cpu_s'), '{:.0f}')} |"
+        )
+    return lines
+
+
 def targets_table(targets: list[dict]) -> list[str]:
     lines = [
         "| target | size | prec | value | goal | met | detail |",
@@ -126,6 +141,10 @@ def render(result: dict) -> str:
     for name in presets:
         out += ["", f"## Size: {name}", ""]
         out += rows_table([r for r in result["rows"] if r["preset"] == name])
+    data = [r for r in result["rows"] if r.get("images_per_cpu_s") is not None]
+    if data:
+        out += ["", "## Data pipeline per CPU (this process and its workers)", ""]
+        out += data_cpu_table(data)
     if result["targets"]:
         out += ["", "## Targets", ""] + targets_table(result["targets"])
     if result["epochs"]:

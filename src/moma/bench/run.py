@@ -32,6 +32,7 @@ from moma.bench.cases import (
     student_cases,
     teacher_cases,
 )
+from moma.bench.compile_cases import compile_cases
 from moma.bench.data_cases import data_cases
 from moma.bench.flops import count_flops, matmul_peak
 from moma.bench.presets import SizePreset, get_presets
@@ -43,7 +44,9 @@ from moma.models.attention import use_fused_attention
 
 log = logging.getLogger(__name__)
 
-GROUPS = ("teacher", "student", "moma", "mae", "mocov3", "batch", "cache", "data")
+GROUPS = ("teacher", "student", "moma", "mae", "mocov3", "batch", "cache", "data", "compile")
+# compile only when asked: inductor takes minutes on a CPU
+DEFAULT_GROUPS = tuple(g for g in GROUPS if g != "compile")
 PRECISIONS = ("fp32", "bf16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -66,9 +69,10 @@ class BenchConfig:
         moma_mask_ratio: the mask ratio of the whole MOMA steps.
         batch_sweep: extra batch sizes for the two-teacher MOMA step; default: the size's
             own (32/64/128 at 32 px, 4/8 at 224 px); ``[]`` for none.
-        groups: the case groups to run (default all): teacher, student, moma, mae, mocov3,
-            batch, cache (the teacher-target cache: cached vs uncached MOMA steps vs MAE, data
-            included, and the cache build), data. The matmul peak always runs.
+        groups: the case groups to run (default all but compile): teacher, student, moma,
+            mae, mocov3, batch, cache (the teacher-target cache: cached vs uncached MOMA steps
+            vs MAE, data included, and the cache build), data, compile (eager vs
+            ``--trainer.compile`` steps). The matmul peak always runs.
         cache_build_batch: teacher batch of the cache-build row (default: 1024 on a CPU,
             4096 on a GPU, as ``moma distill`` builds).
         jpeg_images: JPEGs generated for the image-folder pipeline (0 skips it).
@@ -77,6 +81,9 @@ class BenchConfig:
         seed: seed of the random inputs and data order.
         attention: timm attention kernel of every model built: ``auto`` (fused SDPA on a GPU,
             plain softmax on the CPU, as training and evaluation choose), ``fused`` or ``math``.
+        compile: the compile mode of the compile group (``blocks``, ``blocks-nograph``).
+        compile_backend: torch.compile backend of the compile group (``inductor``; tests
+            use ``aot_eager``).
     """
 
     sizes: str = "fmnist"
@@ -97,6 +104,8 @@ class BenchConfig:
     cache_build_batch: int | None = None
     seed: int = 0
     attention: str = "auto"
+    compile: str = "blocks"
+    compile_backend: str = "inductor"
 
 
 _DEFAULT_SWEEPS = {"fmnist": [32, 64, 128], "224": [4, 8], "tiny": []}
@@ -125,7 +134,7 @@ def precisions_of(precision: str) -> list[str]:
 
 
 def _check(cfg: BenchConfig) -> list[str]:
-    groups = list(GROUPS) if cfg.groups is None else [str(g) for g in cfg.groups]
+    groups = list(DEFAULT_GROUPS) if cfg.groups is None else [str(g) for g in cfg.groups]
     unknown = [g for g in groups if g not in GROUPS]
     if unknown:
         raise ConfigError(f"bench groups must be among {', '.join(GROUPS)}, got {unknown}")
@@ -242,6 +251,8 @@ def measure_each(
         timing = time_steps(case.step, steps, warmup, device)
         flops = count_flops(case.step) if case.flops else None
         rows.append(make_row(case, preset, timing, flops, load1))
+        if hasattr(case.step, "cpu_summary"):  # data streams: CPU of the workers too
+            rows[-1].update(case.step.cpu_summary(steps))
         del case
     gc.collect()
     return rows
@@ -289,6 +300,14 @@ def preset_rows(
             sets.append(
                 lambda args=args, build=build: list(
                     cache_cases(*args, float(cfg.moma_mask_ratio), build_batch=build)
+                )
+            )
+        if "compile" in groups:
+            sets.append(
+                lambda args=args: list(
+                    compile_cases(
+                        *args, float(cfg.moma_mask_ratio), cfg.compile, cfg.compile_backend
+                    )  # fmt: skip
                 )
             )
         if "batch" in groups and sweep:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from moma.errors import MomaError
+from moma.threads import configure_openmp
 
 # OS errors a user's environment causes: printed as one line, never as a traceback.
 _USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
@@ -223,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     if "-v" not in argv and "--verbose" not in argv:
         # Lightning's start-up banner (accelerator lines, advertising tips) is noise here.
         logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    if not {"-h", "--help", "--version", "--print-config"} & set(argv):
+        configure_openmp()  # before anything imports torch: libgomp reads it once
     try:
         parser = build_parser()
         try:

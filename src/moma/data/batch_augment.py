@@ -18,14 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from moma.data.color_ops import color_jitter, gaussian_blur, random_grayscale, random_solarize
-from moma.data.recipes import (
-    CROP_RATIO,
-    ViewRecipe,
-    blur_kernel_size,
-    blur_sigma,
-    view_recipes,
-)
+from moma.data.color_ops import apply_color_recipe
+from moma.data.crops import fallback_crop_size
+from moma.data.generators import DeviceGenerators
+from moma.data.recipes import CROP_RATIO, ViewRecipe, view_recipes
 
 CROP_TRIES = 10
 
@@ -97,13 +93,7 @@ def crop_boxes(
     y0 = torch.floor(u_y * (height - h + 1))
     x0 = torch.floor(u_x * (width - w + 1))
     # Fallback (no valid try): the largest center crop within the ratio bounds.
-    in_ratio = width / height
-    if in_ratio < CROP_RATIO[0]:
-        fw, fh = width, round(width / CROP_RATIO[0])
-    elif in_ratio > CROP_RATIO[1]:
-        fw, fh = round(height * CROP_RATIO[1]), height
-    else:
-        fw, fh = width, height
+    fh, fw = fallback_crop_size(height, width)
     none_ok = ~ok.any(dim=1)
     w = torch.where(none_ok, torch.full_like(w, fw), w)
     h = torch.where(none_ok, torch.full_like(h, fh), h)
@@ -139,7 +129,7 @@ def crop_resize_flip(x: Tensor, boxes: Tensor, flip: Tensor, size: int, bicubic:
     return out.clamp_(0.0, 1.0) if bicubic else out
 
 
-class BatchAugment:
+class BatchAugment(DeviceGenerators):
     """Turns a uint8 batch ``[N, C, h, w]`` into normalised float view(s) ``[N, 3, S, S]``.
 
     Args:
@@ -164,19 +154,6 @@ class BatchAugment:
         self.augment, self.views, self.img_size = augment, views, img_size
         self.mean, self.std, self.seed = tuple(mean), tuple(std), seed
         self.recipes = [] if augment == "none" else view_recipes(augment, views, min_scale)
-        self._generators: dict[torch.device, torch.Generator] = {}
-
-    def generator(self, device: torch.device) -> torch.Generator:
-        """The generator for ``device`` (created and seeded on first use)."""
-        if device not in self._generators:
-            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
-        return self._generators[device]
-
-    def reseed(self, seed: int) -> None:
-        """Restart every device's generator from ``seed``."""
-        self.seed = seed
-        for gen in self._generators.values():
-            gen.manual_seed(seed)
 
     def view(self, images: Tensor, recipe: ViewRecipe | None) -> Tensor:
         """One normalised float view ``[N, 3, S, S]`` of uint8 ``images``."""
@@ -188,16 +165,7 @@ class BatchAugment:
         boxes = random_crop_boxes(n, height, width, recipe.crop_scale, gen, x.device)
         flip = torch.rand(n, generator=gen, device=x.device) < 0.5
         x = crop_resize_flip(x, boxes, flip, self.img_size, recipe.bicubic)  # [N, C, S, S]
-        x = to_rgb(x)
-        if recipe.jitter_p > 0:
-            x = color_jitter(x, recipe.jitter_p, gen)
-        if recipe.gray_p > 0:
-            x = random_grayscale(x, recipe.gray_p, gen)
-        if recipe.blur_p > 0:
-            sigma, k = blur_sigma(self.img_size), blur_kernel_size(self.img_size)
-            x = gaussian_blur(x, recipe.blur_p, sigma, k, gen)
-        if recipe.solarize_p > 0:
-            x = random_solarize(x, recipe.solarize_p, gen)
+        x = apply_color_recipe(to_rgb(x), recipe, gen, self.img_size)
         return normalize(x, self.mean, self.std)
 
     def __call__(self, images: Tensor) -> Tensor | list[Tensor]:

@@ -9,6 +9,7 @@ AUGMENTS = ("mae", "mocov3", "none")
 SPLITS = ("train", "val", "test")
 # `in_memory=None` keeps an image folder in RAM up to this many images.
 AUTO_IN_MEMORY_MAX_IMAGES = 20_000
+DECODE_MODES = ("auto", "workers", "device", "pil")
 
 
 @dataclass
@@ -16,8 +17,10 @@ class DataConfig:
     """Dataset options shared by pre-training and evaluation.
 
     Attributes:
-        dataset: ``"fashion_mnist"`` or a path to an image folder (class sub-folders,
-            optionally inside ``train/`` and ``val/``, or a flat folder of unlabelled images).
+        dataset: ``"fashion_mnist"``, a path to an image folder (class sub-folders,
+            optionally inside ``train/`` and ``val/``, or a flat folder of unlabelled images),
+            or tar shards in WebDataset layout for training: a path, glob or brace pattern
+            ending in ``.tar`` (``/data/train-{000000..000146}.tar``), see ``moma.data.shards``.
         root: folder holding the Fashion-MNIST IDX ``.gz`` files. Default: the Debian package
             folder ``/usr/share/datasets/fashion-mnist``, then ``~/.cache/moma/fashion-mnist``
             (where a torchvision download is tried as a last resort).
@@ -31,6 +34,14 @@ class DataConfig:
         min_scale: lower bound of the RandomResizedCrop area scale for ``augment="mae"``.
         subset: use only the first N training images (smoke runs, tests).
         seed: seed of the augmentation and shuffling random generators.
+        decode: how streamed images (folders not kept in RAM, shards) are decoded:
+            ``workers`` (torchvision's decoders in the DataLoader workers, which cut and flip
+            uint8 crops; colour and normalisation per batch on the device), ``device`` (the
+            JPEG bytes are decoded on the training device in one batched call: nvjpeg on a
+            GPU), ``pil`` (PIL and per-image float transforms in the workers, the old path) or
+            ``auto`` (``device`` when training on a GPU, else ``workers``).
+        num_samples: samples in the tar shards (counted from local shards' headers when
+            null; needed for remote shards).
     """
 
     dataset: str = "fashion_mnist"
@@ -43,6 +54,8 @@ class DataConfig:
     min_scale: float = 0.2
     subset: int | None = None
     seed: int = 0
+    decode: str = "auto"
+    num_samples: int | None = None
 
 
 def is_fashion_mnist(cfg: DataConfig) -> bool:
@@ -64,3 +77,9 @@ def check_config(cfg: DataConfig) -> None:
         raise ConfigError(f"data.min_scale must be in (0, 1], got {cfg.min_scale}")
     if cfg.subset is not None and int(cfg.subset) < 1:
         raise ConfigError(f"data.subset must be a positive integer or null, got {cfg.subset}")
+    if cfg.decode not in DECODE_MODES:
+        raise ConfigError(f"data.decode must be one of {list(DECODE_MODES)}, got {cfg.decode!r}")
+    if cfg.num_samples is not None and int(cfg.num_samples) < 1:
+        raise ConfigError(
+            f"data.num_samples must be a positive integer or null, got {cfg.num_samples}"
+        )

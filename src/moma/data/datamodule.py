@@ -4,8 +4,11 @@ Two paths:
 - in RAM (Fashion-MNIST; folders up to 20000 images unless ``in_memory`` says otherwise): the
   DataLoader yields uint8 batches from a `TensorDataset`, and `on_after_batch_transfer`
   augments each whole batch on the device (`BatchAugment`);
-- streaming (larger folders, or ``in_memory=False``): DataLoader workers decode and augment
-  each image with torchvision v2 transforms; batches arrive already normalised.
+- streaming (larger folders, or ``in_memory=False``; tar shards): DataLoader workers decode
+  each image with torchvision's decoders and cut (and flip) uint8 crops, which are colour-
+  augmented and normalised per batch on the device (`moma.data.device_views`); with
+  ``decode="device"`` the JPEGs themselves are decoded there; ``decode="pil"`` keeps the
+  old per-image PIL + torchvision v2 pipeline, whose batches arrive already normalised.
 Either way a batch reaching the model is ``(imgs [N, 3, S, S], labels [N])`` for one view and
 ``([v1, v2], labels)`` for two.
 """
@@ -20,14 +23,18 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from moma.data.batch_augment import BatchAugment
 from moma.data.config import AUGMENTS, DataConfig, check_config, is_fashion_mnist
+from moma.data.crop_stream import CropFileDataset, resolve_decode
+from moma.data.crops import make_cropper
+from moma.data.device_views import CropBatch, DeviceViews, JpegBatch
 from moma.data.file_dataset import ImageFileDataset, decode_to_tensor
 from moma.data.keyed_views import KeyedViews, view_schedule
 from moma.data.recipes import view_recipes
 from moma.data.resumable import ResumableLoader, ResumableSampler
+from moma.data.shards import ShardDataset, count_samples, expand_shards, is_shard_spec
 from moma.data.splits import dataset_stats, fashion_mnist_split, folder_split, use_in_memory
 from moma.data.tensor_dataset import TensorPILDataset
 from moma.data.transforms import train_transform
@@ -79,6 +86,7 @@ class SSLDataModule(L.LightningDataModule):
         self.in_memory: bool | None = None
         self._train: Dataset | None = None
         self._augmenter: BatchAugment | None = None
+        self._views: DeviceViews | None = None  # streamed crops -> views on the device
         self._skip_epoch: int | None = None  # epoch of the last skipped-files report
         self._skip_reported = 0
         # position of the training steps: epoch, batches of it consumed (for an exact resume)
@@ -113,6 +121,18 @@ class SSLDataModule(L.LightningDataModule):
                 return self._in_ram(images, labels)
             self._refuse_keyed_streaming()
             return TensorPILDataset(images, labels, transform)
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        decode = resolve_decode(cfg.decode, device)
+        cropper = make_cropper(self.augment, self.views, cfg.img_size, cfg.min_scale)
+        if is_shard_spec(cfg.dataset):
+            self.in_memory = False
+            self._refuse_keyed_streaming()
+            shards = expand_shards(cfg.dataset)
+            n = cfg.num_samples or count_samples(shards)
+            world = trainer.world_size if trainer is not None else 1
+            return ShardDataset(shards, n, cropper, cfg.seed, self.batch_size, cfg.num_workers,
+                                self._rank(), world, cfg.strict, encoded=decode == "device")  # fmt: skip
         listing = folder_split(cfg, "train")
         self.in_memory = use_in_memory(cfg, len(listing.files))
         if not self.in_memory:
@@ -127,6 +147,9 @@ class SSLDataModule(L.LightningDataModule):
                 where=str(listing.root),
             )
             return self._in_ram(images, labels)
+        if decode != "pil":
+            return CropFileDataset(listing.files, listing.labels, cropper, cfg.seed, cfg.strict,
+                                   encoded=decode == "device")  # fmt: skip
         return ImageFileDataset(listing.files, listing.labels, transform, cfg.strict)
 
     def _in_ram(self, images: Tensor, labels: Tensor) -> TensorDataset:
@@ -172,7 +195,11 @@ class SSLDataModule(L.LightningDataModule):
         workers = 0 if self.in_memory else int(self.cfg.num_workers)
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        self._sampler = ResumableSampler(self._train, int(self.cfg.seed), rank, world)
+        # tar shards split themselves over processes and workers: no sampler
+        sampler_class = getattr(self._train, "sampler_class", ResumableSampler)
+        iterable = isinstance(self._train, IterableDataset)
+        seed = int(self.cfg.seed)
+        self._sampler = None if iterable else sampler_class(self._train, seed, rank, world)
         return ResumableLoader(
             self._train,
             batch_size=self.batch_size,
@@ -180,6 +207,7 @@ class SSLDataModule(L.LightningDataModule):
             drop_last=True,
             num_workers=workers,
             persistent_workers=workers > 0,
+            collate_fn=getattr(self._train, "collate", None),
             # a private generator: the loader's worker seeds never draw from the global RNG
             generator=torch.Generator().manual_seed(int(self.cfg.seed)),
             state_fn=self.loader_state,
@@ -244,6 +272,13 @@ class SSLDataModule(L.LightningDataModule):
         resumed run augments its remaining batches as the uninterrupted run would have.
         """
         index = self._count_batch()
+        if isinstance(batch, CropBatch | JpegBatch):
+            if self._views is None:
+                self._views = DeviceViews(self._train.cropper, self.mean, self.std,
+                                          strict=self.cfg.strict)  # fmt: skip
+            self._views.reseed(self._batch_seed(index))
+            self._report_skipped(at_end=False)
+            return self._views(batch)
         if self.keyed_views:
             return self._keyed_batch(batch)
         imgs, labels = batch
@@ -265,12 +300,13 @@ class SSLDataModule(L.LightningDataModule):
     @property
     def skipped_images(self) -> int:
         """Unreadable files skipped so far by the streaming path (all workers)."""
-        return self._train.num_skipped if isinstance(self._train, ImageFileDataset) else 0
+        on_device = self._views.num_skipped if self._views is not None else 0
+        return getattr(self._train, "num_skipped", 0) + on_device
 
     def _report_skipped(self, at_end: bool) -> None:
         """Warn about files skipped in the epoch that just ended (seen at the first batch of
         the next one, or at teardown)."""
-        if not isinstance(self._train, ImageFileDataset):
+        if not isinstance(self._train, ImageFileDataset | ShardDataset):
             return
         trainer = self.trainer
         epoch = int(trainer.current_epoch) if trainer is not None else 0

@@ -43,13 +43,16 @@ class ImageFileDataset(Dataset):
         labels: one int per file (-1 = unlabelled).
         transform: applied to the decoded 8-bit RGB PIL image.
         strict: raise `DataError` on an unreadable file instead of substituting another.
+
+    Subclasses change what an item is by overriding `load` (and `index_of` for samplers
+    whose keys are not plain indices); skipping unreadable files stays here.
     """
 
     def __init__(
         self,
         files: Sequence[str],
         labels: Sequence[int],
-        transform: Callable[[Any], Any],
+        transform: Callable[[Any], Any] | None,
         strict: bool = False,
     ) -> None:
         self.files, self.labels = list(files), list(labels)
@@ -67,7 +70,17 @@ class ImageFileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
+    def index_of(self, key: Any) -> int:
+        """The file index a sampler's ``key`` names (here the key is the index)."""
+        return int(key)
+
+    def load(self, i: int, key: Any) -> Any:
+        """The item made from file ``i`` (``key`` as the sampler gave it); raises whatever
+        decoding raises for an unreadable file."""
+        return self.transform(load_rgb(self.files[i]))
+
+    def __getitem__(self, key: Any) -> tuple[Any, int]:
+        index = self.index_of(key)
         n = len(self.files)
         for k in range(min(n, _MAX_SUBSTITUTES)):
             i = (index + k) % n
@@ -75,7 +88,7 @@ class ImageFileDataset(Dataset):
                 self._skipped += 1
                 continue
             try:
-                img = load_rgb(self.files[i])
+                item = self.load(i, key)
             except Exception as err:
                 if self.strict:
                     raise DataError(f"{self.files[i]}: unreadable image ({err})") from err
@@ -83,7 +96,7 @@ class ImageFileDataset(Dataset):
                 self._skipped += 1
                 _skip_warning(self.files[i], err)
                 continue
-            return self.transform(img), self.labels[i]
+            return item, self.labels[i]
         raise DataError(
             f"{self.files[index]}: it and the next {_MAX_SUBSTITUTES - 1} images are unreadable"
         )

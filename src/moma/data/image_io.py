@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -30,14 +31,14 @@ def _wide_to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))  # 2-D uint8 -> "L"
 
 
-def load_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
+def load_rgb(path: str | Path | BinaryIO, draft_size: int | None = None) -> Image.Image:
     """Fully decode ``path`` into an 8-bit RGB image.
 
     Grayscale, 1-bit, palette (with or without transparency), RGBA/LA, CMYK and 16-bit images
     are converted (alpha is dropped, as torchvision's ImageFolder does).
 
     Args:
-        path: image file.
+        path: image file (or an open binary file object).
         draft_size: when set, a JPEG may be decoded at a reduced scale that still keeps both
             sides >= this many pixels (much faster for large photos that are resized anyway).
 

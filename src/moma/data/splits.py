@@ -15,9 +15,10 @@ from moma.data.config import (
 )
 from moma.data.file_dataset import ImageFileDataset, decode_to_tensor
 from moma.data.folders import FolderSplit, class_names, dataset_dir, scan_split
+from moma.data.shards import is_shard_spec
 from moma.data.tensor_dataset import ImageTensorDataset
 from moma.data.transforms import eval_transform
-from moma.errors import ConfigError
+from moma.errors import ConfigError, DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -89,6 +90,11 @@ def load_split(cfg: DataConfig, split: str) -> Dataset:
     """
     check_config(cfg)
     _check_split(split)
+    if is_shard_spec(cfg.dataset):
+        raise DataError(
+            f"data.dataset {cfg.dataset!r}: tar shards are for training; evaluate on an image "
+            "folder (train/ and val/) or fashion_mnist"
+        )
     mean, std = dataset_stats(cfg)
     if is_fashion_mnist(cfg):
         images, labels = fashion_mnist_split(cfg, split)

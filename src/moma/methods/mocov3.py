@@ -200,18 +200,29 @@ class MoCoV3Method(SSLMethod):
         return cosine_momentum(step, total_steps, self.cfg.momentum)
 
     # --- forward -------------------------------------------------------------------------
+    def encode(self, encoder: nn.Module, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
+        """Both views through ``encoder``: CLS features ``[N, D]`` each.
+
+        The ViT has no BatchNorm, so one pass over both views equals two passes. On a GPU one
+        ``[2N]`` pass halves the kernel launches of these launch-bound models; on the CPU two
+        ``[N]`` passes are faster (their activations stay nearer the caches: the element-wise
+        ops ran about 5% of the step slower at ``[2N]``, BENCHMARKS.md, "MoCo v3 step").
+        """
+        if x1.device.type == "cuda":
+            feats = encoder(torch.cat([x1, x2], dim=0))  # [2N, D]
+            return feats[: x1.shape[0]], feats[x1.shape[0] :]
+        return encoder(x1), encoder(x2)
+
     def forward(self, x1: Tensor, x2: Tensor) -> Tensor:
         """Two views ``[N, C, H, W]`` each -> the symmetric contrastive loss (a scalar)."""
-        n = x1.shape[0]
-        x = torch.cat([x1, x2], dim=0)  # [2N, C, H, W]: one ViT pass (no BN in the ViT)
-        feats = self.base_encoder(x)  # [2N, D] (CLS token after the final norm)
+        f1, f2 = self.encode(self.base_encoder, x1, x2)  # [N, D] each (CLS after final norm)
         # The MLP heads have BatchNorm: one call per view, as in MoCo v3.
-        q1 = self.predictor(self.projector(feats[:n]))  # [N, C]
-        q2 = self.predictor(self.projector(feats[n:]))  # [N, C]
+        q1 = self.predictor(self.projector(f1))  # [N, C]
+        q2 = self.predictor(self.projector(f2))  # [N, C]
         with torch.no_grad():
-            mom_feats = self.momentum_encoder(x)  # [2N, D]
-            k1 = self.momentum_projector(mom_feats[:n])  # [N, C]
-            k2 = self.momentum_projector(mom_feats[n:])  # [N, C]
+            m1, m2 = self.encode(self.momentum_encoder, x1, x2)  # [N, D] each
+            k1 = self.momentum_projector(m1)  # [N, C]
+            k2 = self.momentum_projector(m2)  # [N, C]
         return self.loss_fn(q1, q2, k1, k2)
 
     # --- SSLMethod / Lightning -----------------------------------------------------------

@@ -34,6 +34,13 @@ class TrainerConfig:
         deterministic: ask torch for deterministic kernels (slower).
         attention: timm attention kernel: ``auto`` (fused SDPA on a GPU, plain softmax on the
             CPU, where it is faster in bf16), ``fused`` or ``math``.
+        threads: torch intra-op CPU threads. ``null`` (default): all usable CPUs, fewer while
+            other processes keep some busy (only when OpenMP threads spin, see
+            ``moma.threads``); a number fixes the count.
+        compile: ``none``; ``blocks``: compile each transformer block of the student and
+            teachers in place with ``torch.compile`` (CUDA graphs on a GPU:
+            ``reduce-overhead``); ``blocks-nograph``: the same without CUDA graphs.
+            Checkpoints and exports are unchanged; the first steps take the compilation.
     """
 
     out_dir: str = "runs/run"
@@ -53,3 +60,13 @@ class TrainerConfig:
     progress_bar: bool = True
     deterministic: bool = False
     attention: str = "auto"
+    threads: int | None = None
+    compile: str = "none"
+
+    def check(self) -> None:
+        """Refuse values of moma's own engine options that cannot work (`ConfigError`)."""
+        from moma.train.compile import check_compile
+        from moma.train.cpu_share import check_threads
+
+        check_threads(self.threads)
+        check_compile(self.compile)

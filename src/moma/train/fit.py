@@ -19,7 +19,9 @@ from moma.methods.base import CHECKPOINT_FORMAT_VERSION, SSLMethod
 from moma.models.attention import set_attention, use_fused_attention
 from moma.models.safe_load import read_checkpoint
 from moma.train.atomic import AtomicCheckpointIO, atomic_write, remove_stale_temp_files
+from moma.train.compile import CompileBlocks
 from moma.train.config import TrainerConfig
+from moma.train.cpu_share import CpuShareGuard
 from moma.train.guards import RunGuard
 from moma.train.lock import RunLock
 
@@ -122,7 +124,10 @@ class AttentionKernel(L.Callback):
 
 
 def build_trainer(
-    cfg: TrainerConfig, guard: RunGuard, out_dir: Path, callbacks: list[L.Callback] | None = None
+    cfg: TrainerConfig,
+    guard: RunGuard,
+    out_dir: Path,
+    callbacks_in: list[L.Callback] | None = None,
 ) -> L.Trainer:
     """The Lightning Trainer for a moma run (``callbacks``: the method's own)."""
     # One CSV per attempt (logs/version_N/metrics.csv): Lightning's CSV logger would
@@ -137,9 +142,14 @@ def build_trainer(
         loggers.append(TensorBoardLogger(save_dir=str(out_dir), name="tb"))
     except ImportError:
         pass
-    # The method's own callbacks run after the attention kernel is chosen (a target cache
-    # built at fit start then uses the kernel training uses).
-    callbacks = [guard, AttentionKernel(cfg.attention), *(callbacks or [])]
+    # The method's own callbacks (a target cache built at fit start) run once the attention
+    # kernel and the thread count are set, and before the blocks are compiled.
+    callbacks: list[L.Callback] = [
+        guard,
+        AttentionKernel(cfg.attention),
+        CpuShareGuard(cfg.threads),
+    ]
+    callbacks += [*(callbacks_in or []), CompileBlocks(cfg.compile)]
     if cfg.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 25))
     return L.Trainer(
@@ -180,6 +190,7 @@ def fit(
     ``callbacks`` are the method's own Lightning callbacks (e.g. MOMA's target cache).
     """
     use_fused_attention("cpu", cfg.attention)  # a bad option fails before anything is written
+    cfg.check()
     out_dir = Path(cfg.out_dir)
     rank0 = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
     lock = RunLock(out_dir)
