@@ -276,3 +276,54 @@ def test_cached_run_resumed_mid_epoch_equals_the_uninterrupted_run(tmp_path, mon
     wa = torch.load(last_checkpoint(tmp_path / "a"), weights_only=True)["state_dict"]
     wb = torch.load(last_checkpoint(tmp_path / "b"), weights_only=True)["state_dict"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_streamed_folder_cache_matches_live_targets_and_trains(tmp_path, monkeypatch):
+    """A folder streamed from disk (workers decode and crop the keyed view): the stored target
+    is the teacher's output on that crop, whatever the batch or worker count."""
+    from moma.data.keyed_stream import KeyedViewSampler
+
+    data = _folder(tmp_path / "data", 32)
+    dm = _dm(data, views=3, in_memory=False, num_workers=2)
+    assert not dm.in_memory
+    module = _method()
+    cfg = CacheConfig(views=3, dtype="float32", batch_size=7)
+    rec = prepare_stores(module, dm, cfg, tmp_path / "targets", torch.device("cpu"))[0]
+    assert rec["store"].key["view_recipe"]["views"] == "keyed-uint8-crop-flip-v1"
+    in_ram = prepare_stores(module, _dm(data, views=3), cfg, tmp_path / "t2", torch.device("cpu"))
+    assert Path(in_ram[0]["folder"]).name != Path(rec["folder"]).name  # other views, other key
+    lookup = StoreLookup([rec["store"]])
+    for index, x in dm.keyed_batches(5, 16, 2, 4, torch.device("cpu")):  # other batches
+        with torch.inference_mode():
+            live = module.teacher_output(0, x)
+        cached = lookup(index, torch.full_like(index, 2))[0]
+        assert torch.equal(cached.cls, live.cls) and torch.equal(cached.patches, live.patches)
+
+    sampler = KeyedViewSampler(dm._train, seed=0)
+    sampler.set_epoch(3)
+    keys = list(sampler)
+    assert sorted(i for _, i in keys) == list(range(32))  # each image once
+    want = view_schedule(0, 3, torch.tensor([i for _, i in keys]), 3).tolist()
+    assert [v for v, _ in keys] == want
+
+    torch.manual_seed(0)
+    teacher = tmp_path / "teacher.pth"
+    torch.save(TINY.build().state_dict(), teacher)
+    run = MomaRunConfig(
+        data=DataConfig(dataset=data, img_size=16, batch_size=8, in_memory=False, num_workers=2),
+        teachers=[TeacherConfig(path=str(teacher), name="t")],
+        student=StudentConfig(backbone=TINY),
+        cache=CacheConfig(views=2),
+        trainer=TrainerConfig(
+            out_dir=str(tmp_path / "run"), max_epochs=2, precision="32-true", progress_bar=False
+        ),
+    )
+    build = moma_cache.prepare_stores
+
+    def build_then_forbid(module, *a, **kw):
+        out = build(module, *a, **kw)
+        module.teacher_output = None  # training must never run a teacher
+        return out
+
+    monkeypatch.setattr(moma_cache, "prepare_stores", build_then_forbid)
+    assert run_moma(run).global_step == 8

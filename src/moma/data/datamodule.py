@@ -15,9 +15,10 @@ Either way a batch reaching the model is ``(imgs [N, 3, S, S], labels [N])`` for
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
@@ -31,6 +32,7 @@ from moma.data.crop_stream import CropFileDataset, resolve_decode
 from moma.data.crops import make_cropper
 from moma.data.device_views import CropBatch, DeviceViews, JpegBatch
 from moma.data.file_dataset import ImageFileDataset, decode_to_tensor
+from moma.data.keyed_stream import KeyedCropBatch, KeyedCropFileDataset
 from moma.data.keyed_views import KeyedViews, view_schedule
 from moma.data.recipes import view_recipes
 from moma.data.resumable import ResumableLoader, ResumableSampler
@@ -135,8 +137,6 @@ class SSLDataModule(L.LightningDataModule):
                                 self._rank(), world, cfg.strict, encoded=decode == "device")  # fmt: skip
         listing = folder_split(cfg, "train")
         self.in_memory = use_in_memory(cfg, len(listing.files))
-        if not self.in_memory:
-            self._refuse_keyed_streaming()
         if self.in_memory:
             images, labels = decode_to_tensor(
                 listing.files,
@@ -147,6 +147,10 @@ class SSLDataModule(L.LightningDataModule):
                 where=str(listing.root),
             )
             return self._in_ram(images, labels)
+        if self.keyed_views:  # decoded and cropped in the workers, one keyed view per image
+            one_view = make_cropper(self.augment, 1, cfg.img_size, cfg.min_scale)
+            return KeyedCropFileDataset(listing.files, listing.labels, one_view, cfg.seed,
+                                        self.keyed_views, cfg.strict)  # fmt: skip
         if decode != "pil":
             return CropFileDataset(listing.files, listing.labels, cropper, cfg.seed, cfg.strict,
                                    encoded=decode == "device")  # fmt: skip
@@ -161,8 +165,9 @@ class SSLDataModule(L.LightningDataModule):
     def _refuse_keyed_streaming(self) -> None:
         if self.keyed_views:
             raise ConfigError(
-                f"{self.cfg.dataset}: cached teacher targets (cache.views > 0) need the "
-                "training images in RAM (data.in_memory true); this dataset is streamed"
+                f"{self.cfg.dataset}: cached teacher targets (cache.views > 0) need random "
+                "access to the images (in RAM or an image folder); tar shards and "
+                "data.in_memory false for Fashion-MNIST are not supported"
             )
 
     def train_images(self) -> Tensor:
@@ -171,6 +176,54 @@ class SSLDataModule(L.LightningDataModule):
         if not self.in_memory:
             raise ConfigError(f"{self.cfg.dataset}: the training images are not held in RAM")
         return self._train.tensors[0]
+
+    def num_train_images(self) -> int:
+        """How many training images there are (after `setup`)."""
+        self.setup("fit")
+        return len(self._train)
+
+    def keyed_description(self) -> dict:
+        """What determines the keyed views (part of a target-cache key)."""
+        self.setup("fit")
+        if isinstance(self._train, KeyedCropFileDataset):
+            return self._train.describe(self.mean, self.std)
+        return self.keyed.describe()
+
+    def keyed_batches(
+        self, a: int, b: int, view: int, batch_size: int, device: torch.device
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(index [n], views [n, 3, S, S])`` on ``device``: view ``view`` of images
+        ``[a, b)``, batch by batch, exactly as training regenerates them (the cache build).
+        A streamed folder is read by ``data.num_workers`` workers; an unreadable image is
+        replaced by the next one, with that one's index."""
+        self.setup("fit")
+        if self.in_memory:
+            images = self.train_images()
+            for s in range(a, b, batch_size):
+                index = torch.arange(s, min(b, s + batch_size), device=device)
+                x = images[s : s + len(index)].to(device, non_blocking=True)
+                yield index, self.keyed(x, index, torch.full_like(index, view))
+            return
+        workers = int(self.cfg.num_workers)
+        loader = DataLoader(
+            self._train,
+            batch_size=batch_size,
+            sampler=[(view, i) for i in range(a, b)],
+            num_workers=workers,
+            collate_fn=self._train.collate,
+        )
+        for batch in loader:
+            batch = KeyedCropBatch(
+                *(t.to(device, non_blocking=True) for t in dataclasses.astuple(batch))
+            )
+            x, _ = self._device_views(batch)
+            yield batch.index, x
+
+    def _device_views(self, batch: CropBatch | JpegBatch) -> tuple[Tensor | list[Tensor], Tensor]:
+        if self._views is None:
+            self._views = DeviceViews(self._train.cropper, self.mean, self.std,
+                                      strict=self.cfg.strict)  # fmt: skip
+        return self._views(batch)
 
     @property
     def keyed(self) -> KeyedViews:
@@ -272,15 +325,13 @@ class SSLDataModule(L.LightningDataModule):
         resumed run augments its remaining batches as the uninterrupted run would have.
         """
         index = self._count_batch()
+        if self.keyed_views:
+            return self._keyed_batch(batch)
         if isinstance(batch, CropBatch | JpegBatch):
-            if self._views is None:
-                self._views = DeviceViews(self._train.cropper, self.mean, self.std,
-                                          strict=self.cfg.strict)  # fmt: skip
+            self._device_views(batch)  # builds the device views once
             self._views.reseed(self._batch_seed(index))
             self._report_skipped(at_end=False)
             return self._views(batch)
-        if self.keyed_views:
-            return self._keyed_batch(batch)
         imgs, labels = batch
         if isinstance(imgs, Tensor) and imgs.dtype == torch.uint8:
             views = self.augment_batch(imgs, batch_seed=self._batch_seed(index))
@@ -289,10 +340,15 @@ class SSLDataModule(L.LightningDataModule):
         return batch
 
     def _keyed_batch(self, batch: Any) -> tuple[Tensor, Tensor, Any]:
-        """``(uint8 imgs, labels, index)`` -> ``(views, labels, targets)`` for this epoch."""
-        imgs, labels, index = batch
+        """In RAM ``(uint8 imgs, labels, index)``, streamed a `KeyedCropBatch` -> ``(views,
+        labels, targets)`` of this epoch's views."""
         if self._lookup is None:
             raise ConfigError("keyed views need their targets: call attach_targets first")
+        if isinstance(batch, KeyedCropBatch):  # cropped in the workers with its view
+            views, labels = self._device_views(batch)
+            self._report_skipped(at_end=False)
+            return views, labels, self._lookup(batch.index, batch.view)
+        imgs, labels, index = batch
         view = view_schedule(int(self.cfg.seed), self._epoch, index, self.keyed_views)  # [N]
         return self.keyed(imgs, index, view), labels, self._lookup(index, view)
 

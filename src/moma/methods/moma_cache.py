@@ -66,7 +66,7 @@ def teacher_key(
         "teacher_sha256": module.teacher_records[i]["sha256"],
         "teacher_input": list(module._teacher_imgs[i]),
         "data": split_fingerprint(dm.cfg, "train"),
-        "view_recipe": dm.keyed.describe(),
+        "view_recipe": dm.keyed_description(),
         "views": int(cfg.views),
         "kinds": kinds,
         # patch targets are stored on the student's grid
@@ -96,62 +96,51 @@ def _first_batch_size(cfg: CacheConfig, device: torch.device) -> int:
 
 
 class TeacherRunner:
-    """Teacher ``i``'s targets on the keyed views of a range of images, batch by batch.
+    """Teacher ``i``'s targets on the keyed views of a range of images, batch by batch
+    (the views come from the datamodule, exactly as training regenerates them).
 
-    On a GPU an out-of-memory batch is halved and retried, so the build runs at the largest
-    batch that fits.
+    On a GPU an out-of-memory batch is halved and the view retried, so the build runs at the
+    largest batch that fits.
     """
 
     def __init__(
         self,
         module: MomaMethod,
         dm: SSLDataModule,
-        images: Tensor,
         device: torch.device,
         precision: Callable[[], AbstractContextManager],
         batch_size: int,
     ) -> None:
-        self.module, self.dm, self.images, self.device = module, dm, images, device
+        self.module, self.dm, self.device = module, dm, device
         self.precision, self.batch_size = precision, batch_size
 
-    def chunk(self, i: int, a: int, b: int, views: int) -> dict[str, Tensor]:
-        """Targets of images ``[a, b)`` on views ``0..views-1``: kind -> ``[b - a, K, ...]``."""
-        out: dict[str, list[Tensor]] = {}
-        for k in range(views):
-            parts = self._view(i, a, b, k)
-            for kind, t in parts.items():
-                out.setdefault(kind, []).append(t)
-        return {kind: torch.stack(ts, dim=1) for kind, ts in out.items()}  # [n, K, ...]
-
-    def _view(self, i: int, a: int, b: int, k: int) -> dict[str, Tensor]:
-        start, got = a, []
-        while start < b:
-            stop = min(b, start + self.batch_size)
-            try:
-                got.append(self._batch(i, start, stop, k))
-            except torch.OutOfMemoryError:
-                if self.batch_size == 1:
-                    raise
-                self.batch_size //= 2
-                log.info("target cache: out of memory, teacher batch now %d", self.batch_size)
-                torch.cuda.empty_cache()
-                continue
-            start = stop
-        return {kind: torch.cat([g[kind] for g in got]) for kind in got[0]}
-
-    def _batch(self, i: int, a: int, b: int, k: int) -> dict[str, Tensor]:
-        index = torch.arange(a, b)
-        imgs = self.images[a:b].to(self.device, non_blocking=True)
-        view = torch.full_like(index, k)
-        with torch.inference_mode(), self.precision():
-            x = self.dm.keyed(imgs, index.to(self.device), view.to(self.device))
-            t: TeacherTargets = self.module.teacher_output(i, x)
-        out = {}
-        if t.cls is not None:
-            out["cls"] = t.cls.float().cpu()  # [n, D]
-        if t.patches is not None:
-            out["patch"] = t.patches.float().cpu()  # [n, L, D]
+    def chunk(self, i: int, a: int, b: int, layout: StoreLayout) -> dict[str, Tensor]:
+        """Targets of images ``[a, b)`` on every view: kind -> ``[b - a, K, ...]`` (rows of
+        images a streamed folder could not read stay zero; training never asks for them)."""
+        out = {k: torch.zeros(b - a, layout.views, *shape) for k, shape in layout.kinds.items()}
+        for k in range(layout.views):
+            while True:
+                try:
+                    self._view(i, a, b, k, out)
+                    break
+                except torch.OutOfMemoryError:
+                    if self.batch_size == 1:
+                        raise
+                    self.batch_size //= 2
+                    log.info("target cache: out of memory, teacher batch now %d", self.batch_size)
+                    torch.cuda.empty_cache()
         return out
+
+    def _view(self, i: int, a: int, b: int, k: int, out: dict[str, Tensor]) -> None:
+        batches = self.dm.keyed_batches(a, b, k, self.batch_size, self.device)
+        for index, x in batches:
+            with torch.inference_mode(), self.precision():
+                t: TeacherTargets = self.module.teacher_output(i, x)
+            rows = (index - a).cpu()
+            if t.cls is not None:
+                out["cls"][rows, k] = t.cls.float().cpu()  # [n, D]
+            if t.patches is not None:
+                out["patch"][rows, k] = t.patches.float().cpu()  # [n, L, D]
 
 
 def prepare_stores(
@@ -173,16 +162,14 @@ def prepare_stores(
     it; then each rank builds its share of the missing chunks; a store is complete when
     every rank is done (``barrier``).
     """
-    if not dm.in_memory:
-        dm.setup("fit")
-    images = dm.train_images()  # [N, C, h, w] uint8
+    num_images = dm.num_train_images()
     compute = autocast_name(precision())
-    runner = TeacherRunner(module, dm, images, device, precision, _first_batch_size(cfg, device))
+    runner = TeacherRunner(module, dm, device, precision, _first_batch_size(cfg, device))
     records = []
     for i, name in enumerate(module.teacher_names):
         t0 = time.perf_counter()
         key = teacher_key(module, i, dm, cfg, compute)
-        layout = _layout(module, i, len(images), cfg)
+        layout = _layout(module, i, num_images, cfg)
         digest = key_digest(key)[:16]
         folder = root / digest
         lock = RunLock(root / "locks" / digest)  # beside the store: a rebuild replaces it
@@ -262,7 +249,7 @@ def _build(
     with bar:
         for c in todo:
             a, b = layout.chunk_range(c)
-            store.write_chunk(c, runner.chunk(i, a, b, layout.views))
+            store.write_chunk(c, runner.chunk(i, a, b, layout))
             bar.update((b - a) * layout.views)
 
 
