@@ -327,3 +327,23 @@ def test_streamed_folder_cache_matches_live_targets_and_trains(tmp_path, monkeyp
 
     monkeypatch.setattr(moma_cache, "prepare_stores", build_then_forbid)
     assert run_moma(run).global_step == 8
+
+
+def test_auto_views_cache_only_runs_that_reuse_a_view(tmp_path):
+    from moma.methods.moma_cache import AUTO_VIEWS, resolve_views
+
+    data = _folder(tmp_path / "data", 32)  # 32 images: 4 steps of 8 per epoch
+
+    def views(**trainer):
+        cfg = MomaRunConfig(data=DataConfig(dataset=data, img_size=16, batch_size=8))
+        cfg.trainer = TrainerConfig(**trainer)
+        return resolve_views(cfg)
+
+    assert views(max_epochs=10) == AUTO_VIEWS == 2
+    assert views(max_epochs=2) == 0  # the teachers would run as often with a cache
+    assert views(max_steps=12) == 2  # 3 epochs
+    assert views(max_steps=8) == 0  # 2 epochs
+    assert views(max_steps=4, accumulate_grad_batches=2) == 0  # 4 steps of 16 images: 2 epochs
+    assert views(max_steps=6, accumulate_grad_batches=2) == 2  # 3 epochs
+    cfg = MomaRunConfig(cache=CacheConfig(views=5))
+    assert resolve_views(cfg) == 5  # an explicit K is kept

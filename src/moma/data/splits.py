@@ -15,6 +15,7 @@ from moma.data.config import (
 )
 from moma.data.file_dataset import ImageFileDataset, decode_to_tensor
 from moma.data.folders import FolderSplit, class_names, dataset_dir, scan_split
+from moma.data.idx import read_idx
 from moma.data.shards import is_shard_spec
 from moma.data.tensor_dataset import ImageTensorDataset
 from moma.data.transforms import eval_transform
@@ -61,6 +62,22 @@ def fashion_mnist_split(cfg: DataConfig, split: str) -> tuple[Tensor, Tensor]:
     if split == "train" and cfg.subset is not None:
         images, labels = images[: cfg.subset], labels[: cfg.subset]
     return images, labels
+
+
+def count_train_images(cfg: DataConfig) -> int | None:
+    """How many training images ``cfg`` has (``subset`` applied), without decoding images;
+    ``None`` for tar shards (they are counted by reading them)."""
+    if is_fashion_mnist(cfg):
+        root = fashion_mnist.find_root(cfg.root)
+        path = fashion_mnist.find_file(root, fashion_mnist.split_files("train")[1])
+        if path is None:
+            raise DataError(f"{root}: Fashion-MNIST training labels not found")
+        n = len(read_idx(path))  # the labels file: no image is decoded
+    elif is_shard_spec(cfg.dataset):
+        return None
+    else:
+        n = len(scan_split(cfg.dataset, "train").files)
+    return min(n, int(cfg.subset)) if cfg.subset is not None else n
 
 
 def folder_split(cfg: DataConfig, split: str) -> FolderSplit:

@@ -419,19 +419,19 @@ def run_moma(cfg: MomaRunConfig) -> RunResult:
     """``moma distill``: train, checkpoint (resumable), export the student."""
     from moma.cli.main import config_to_dict
     from moma.data import SSLDataModule
+    from moma.methods.moma_cache import TargetCache, cache_dir, resolve_views
     from moma.train import fit, seed_run
 
     check_moma_config(cfg.moma)
     check_cache_config(cfg.cache)
     seed_run(cfg.trainer.seed)  # before the models are built
     module = build_moma(cfg)
-    views = int(cfg.cache.views)
+    views = resolve_views(cfg)
     datamodule = SSLDataModule(cfg.data, views=1, augment="mae", keyed_views=views)
     callbacks = []
     if views:
-        from moma.methods.moma_cache import TargetCache, cache_dir
-
         root = cache_dir(cfg.cache, cfg.trainer.out_dir)
         out = Path(cfg.trainer.out_dir)
-        callbacks.append(TargetCache(cfg.cache, root, out, cfg.trainer.progress_bar))
+        cache = dataclasses.replace(cfg.cache, views=views)
+        callbacks.append(TargetCache(cache, root, out, cfg.trainer.progress_bar))
     return fit(module, datamodule, cfg.trainer, config_to_dict(cfg), callbacks)
