@@ -372,6 +372,9 @@ def run_bench(cfg: BenchConfig) -> dict:
     Returns the result: ``command``, ``machine``, ``config``, ``rows`` (one per case),
     ``targets`` and ``epochs``.
     """
+    from moma.validation import prepare_run
+
+    cfg = prepare_run(cfg)
     device = resolve_device(cfg.device)
     with _timm_attention(use_fused_attention(device, cfg.attention)):
         return _run_bench(cfg, device)

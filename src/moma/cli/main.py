@@ -18,7 +18,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from moma.errors import MomaError
+from moma.errors import ConfigError, MomaError
+from moma.paths import regular_file, user_path
 
 # OS errors a user's environment causes: printed as one line, never as a traceback.
 _USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
@@ -164,6 +165,35 @@ def parse_error_message(err: BaseException, argv: list[str]) -> str:
     return text
 
 
+def check_config_file(path: str) -> None:
+    """Refuse a ``--config`` file that is not a YAML mapping of options, naming it: missing,
+    not a regular file (a FIFO or a device would block the reader), empty, or not a mapping."""
+    import yaml
+
+    text = regular_file(path, ConfigError, "config file").read_text(errors="replace")
+    try:
+        node = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if node is None:
+        raise ConfigError(f"{path}: the config file is empty (expected a mapping of options)")
+    if not isinstance(node, dict):
+        raise ConfigError(
+            f"{path}: the config file holds a {type(node).__name__}, not a mapping of options"
+        )
+
+
+def _expand_config_paths(argv: list[str]) -> list[str]:
+    """``argv`` with ``~`` and ``$VARS`` expanded in ``--config`` paths, as in every other path."""
+    out = list(argv)
+    for i, a in enumerate(out):
+        if a == "--config" and i + 1 < len(out):
+            out[i + 1] = user_path(out[i + 1], "--config")
+        elif a.startswith("--config="):
+            out[i] = "--config=" + user_path(a.split("=", 1)[1], "--config")
+    return out
+
+
 def _config_files(argv: list[str]) -> list[str]:
     files = []
     for i, a in enumerate(argv):
@@ -192,19 +222,6 @@ def _has_key(path: str, dotted: str) -> bool:
     return True
 
 
-def seed_models(cfg: Any) -> None:
-    """Seed every generator with ``trainer.seed`` *before* the run builds its models.
-
-    ``fit`` seeds again before training, but a run builds its model first: without this, a
-    randomly initialised model would depend on whatever drew random numbers earlier.
-    """
-    seed = getattr(getattr(cfg, "trainer", None), "seed", None)
-    if seed is not None:
-        from moma.train import seed_run
-
-        seed_run(seed)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``moma`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -216,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         # Lightning's start-up banner (accelerator lines, advertising tips) is noise here.
         logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     try:
+        argv = _expand_config_paths(argv)
+        for path in _config_files(argv):
+            check_config_file(path)
         parser = build_parser()
         try:
             ns = parser.parse_args(argv)
@@ -231,8 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(sub_parser.dump(clean, skip_validation=True))
             return 0
         cfg = to_config(cfg_cls, sub_parser, sub_ns)
-        seed_models(cfg)
-        result = run(cfg)
+        result = run(cfg)  # validates, expands paths and seeds first (moma.validation)
         sig = getattr(result, "stop_signal", None)
         if sig:  # a training run stopped on SIGTERM/SIGINT after saving its checkpoint
             name = signal.Signals(sig).name

@@ -14,8 +14,10 @@ from moma.data.config import DataConfig
 from moma.errors import ConfigError
 from moma.eval.baselines import BASELINES, RawPixels, ResolvedBackbone, resolve_backbone
 from moma.eval.config import FinetuneConfig, KnnConfig, LinearConfig
-from moma.eval.results import ROLES, make_record, write_result
+from moma.eval.results import ROLES, check_result_name, make_record, write_result
 from moma.models.vit import BackboneConfig
+from moma.paths import output_folder
+from moma.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,9 @@ def make_config(protocol: str, config: Any = None, **overrides: Any) -> Any:
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ConfigError(f"unknown {protocol} option(s): {', '.join(unknown)}")
-    return dataclasses.replace(cfg, **overrides)
+    cfg = dataclasses.replace(cfg, **overrides)
+    validate(cfg, f"{protocol}.")
+    return cfg
 
 
 def run_eval(
@@ -120,7 +124,10 @@ def run_eval(
     if role not in ROLES:
         raise ConfigError(f"role must be one of {ROLES}, got {role!r}")
     cfg = make_config(protocol, config, **overrides)
-    out_dir = Path(out_dir)
+    out_dir = output_folder(out_dir, "out_dir")
+    labels = [f"knn-k{k}" for k in cfg.k] if protocol == "knn" else [protocol]
+    for label in labels:  # before any work: a name clash would lose another model's result
+        check_result_name(out_dir, label, name)
     t0 = time.perf_counter()
     bb: ResolvedBackbone = resolve_backbone(backbone_spec, backbone_cfg, arch=arch, seed=seed)
     train, test, n_classes = _load_data(data_cfg, datasets)
@@ -301,9 +308,11 @@ def default_out_dir(backbone: str) -> Path:
     return run.parent if run.name == "checkpoints" else run
 
 
-def _run(protocol: str, cfg: EvalRunConfig, config: Any) -> dict[str, dict]:
+def _run(protocol: str, cfg: EvalRunConfig) -> dict[str, dict]:
     from moma.report.table import format_table
+    from moma.validation import prepare_run
 
+    cfg = prepare_run(cfg)
     role = cfg.role or ("baseline" if cfg.backbone in BASELINES else "student")
     records = run_eval(
         protocol,
@@ -312,7 +321,7 @@ def _run(protocol: str, cfg: EvalRunConfig, config: Any) -> dict[str, dict]:
         Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg.backbone),
         cfg.name or default_name(cfg.backbone),
         role,
-        config=config,
+        config=getattr(cfg, protocol),
         backbone_cfg=cfg.random_init,
         arch=cfg.arch,
         seed=cfg.seed,
@@ -324,14 +333,14 @@ def _run(protocol: str, cfg: EvalRunConfig, config: Any) -> dict[str, dict]:
 
 def run_knn(cfg: KnnRunConfig) -> dict[str, dict]:
     """``moma eval knn``: writes ``results/knn-k<k>-<name>.json`` and prints the table."""
-    return _run("knn", cfg, cfg.knn)
+    return _run("knn", cfg)
 
 
 def run_linear(cfg: LinearRunConfig) -> dict[str, dict]:
     """``moma eval linear``: writes ``results/linear-<name>.json`` and prints the table."""
-    return _run("linear", cfg, cfg.linear)
+    return _run("linear", cfg)
 
 
 def run_finetune(cfg: FinetuneRunConfig) -> dict[str, dict]:
     """``moma eval finetune``: writes ``results/finetune-<name>.json`` and prints the table."""
-    return _run("finetune", cfg, cfg.finetune)
+    return _run("finetune", cfg)

@@ -388,10 +388,12 @@ def run_moma(cfg: MomaRunConfig) -> RunResult:
     """``moma distill``: train, checkpoint (resumable), export the student."""
     from moma.cli.main import config_to_dict
     from moma.data import SSLDataModule
-    from moma.train import fit, seed_run
+    from moma.train import fit
+    from moma.validation import prepare_run
 
-    check_moma_config(cfg.moma)
-    seed_run(cfg.trainer.seed)  # before the models are built
+    cfg = prepare_run(cfg)  # paths expanded, values checked, seeded before the models are built
     module = build_moma(cfg)
     datamodule = SSLDataModule(cfg.data, views=1, augment="mae")
-    return fit(module, datamodule, cfg.trainer, config_to_dict(cfg))
+    config = config_to_dict(cfg)
+    config["student"]["backbone"] = dict(module.backbone_cfg)  # what was built, not asked for
+    return fit(module, datamodule, cfg.trainer, config)

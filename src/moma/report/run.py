@@ -39,7 +39,9 @@ def run_report(cfg: ReportConfig) -> Path:
     from moma.report.build import build_report
     from moma.report.gather import load_results
     from moma.report.table import format_table
+    from moma.validation import prepare_run
 
+    cfg = prepare_run(cfg)
     runs = [Path(r) for r in cfg.runs]
     missing = [str(r) for r in runs if not r.exists()]
     if missing:

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import lightning as L
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
-from moma.errors import CheckpointError
+from moma.errors import CheckpointError, ConfigError
 from moma.methods.base import CHECKPOINT_FORMAT_VERSION, SSLMethod
 from moma.models.attention import set_attention, use_fused_attention
-from moma.models.safe_load import read_checkpoint
+from moma.models.safe_load import one_line, read_checkpoint
+from moma.paths import output_folder
 from moma.train.atomic import AtomicCheckpointIO, atomic_write, remove_stale_temp_files
 from moma.train.config import TrainerConfig
 from moma.train.guards import RunGuard
@@ -174,7 +176,12 @@ def fit(
     export ``backbone.safetensors`` + ``backbone.json``. Re-running the same command resumes.
     """
     use_fused_attention("cpu", cfg.attention)  # a bad option fails before anything is written
-    out_dir = Path(cfg.out_dir)
+    out_dir = output_folder(cfg.out_dir, "trainer.out_dir")
+    guard = RunGuard(last_checkpoint(out_dir), cfg.ckpt_every_n_steps)
+    try:  # before the lock: a refused option leaves no folder behind
+        trainer = build_trainer(cfg, guard, out_dir)
+    except (MisconfigurationException, ValueError) as e:  # Lightning refused an option
+        raise ConfigError(f"trainer options: {one_line(e, 300)}") from None
     rank0 = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
     lock = RunLock(out_dir)
     if rank0:  # DDP children re-run this command: only the launching process locks
