@@ -374,7 +374,19 @@ def build_student(
         overrides["img_size"] = img_size
     student = load_backbone(cfg.init, arch=bb.arch, format=cfg.format, **overrides)
     log.info("student initialised from %s", cfg.init)
-    return student, backbone_config_of(student)
+    used = {**backbone_config_of(student), "drop_path_rate": bb.drop_path_rate}
+    ignored = [
+        f"{k}={getattr(bb, k)} (the file's: {used[k]})"
+        for k in ("patch_size", "depth", "embed_dim", "num_heads", "mlp_ratio")
+        if getattr(bb, k) is not None and getattr(bb, k) != used[k]
+    ]
+    if ignored:  # the file sets the architecture; say so rather than train another one
+        log.warning(
+            "student.init %s sets the student's architecture; ignored: student.backbone.%s",
+            cfg.init,
+            ", student.backbone.".join(ignored),
+        )
+    return student, used
 
 
 def build_moma(cfg: MomaRunConfig) -> MomaMethod:
