@@ -34,17 +34,19 @@ def dataset_name(data_cfg: Any) -> str:
     return type(data_cfg).__name__ if data_cfg is not None else "unknown"
 
 
-#: DataConfig fields that change what ``load_split`` returns (the others only affect training).
-DATA_IDENTITY_FIELDS = ("dataset", "root", "img_size", "subset")
+def data_fingerprints(data_cfg: Any, datasets: tuple | None) -> dict[str, str] | None:
+    """``{"train": ..., "test": ...}`` content fingerprints of the evaluation data, the
+    feature cache's key (never the dataset's path: a folder edited in place is a new key);
+    ``None`` when the data cannot be identified (then nothing is cached)."""
+    from moma.data.fingerprint import dataset_fingerprint, split_fingerprint
 
-
-def data_identity(data_cfg: Any) -> Any:
-    """What identifies the evaluation data for the feature cache."""
-    if dataclasses.is_dataclass(data_cfg) and not isinstance(data_cfg, type):
-        fields = dataclasses.asdict(data_cfg)
-        known = {k: fields[k] for k in DATA_IDENTITY_FIELDS if k in fields}
-        return known or fields
-    return repr(data_cfg)
+    if datasets is None:
+        return {split: split_fingerprint(data_cfg, split) for split in ("train", "test")}
+    prints = dict(zip(("train", "test"), map(dataset_fingerprint, datasets), strict=True))
+    if None in prints.values():
+        log.info("feature cache off: the given datasets cannot be fingerprinted")
+        return None
+    return prints
 
 
 def _load_data(data_cfg: Any, datasets: tuple | None) -> tuple[Any, Any, int | None]:
@@ -147,11 +149,10 @@ def run_eval(
     cache_dir = None
     if getattr(cfg, "use_cache", False):
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out_dir / "cache" / "features"
-    parts = {
-        "backbone": bb.identity,
-        "dataset": data_identity(data_cfg),
-        "img_size": _img_size(train),
-    }
+    prints = data_fingerprints(data_cfg, datasets) if cache_dir is not None else None
+    if prints is None:
+        cache_dir = None
+    parts = {"backbone": bb.identity, "data": prints, "img_size": _img_size(train)}
     if protocol == "knn":
         from moma.eval.knn import knn_eval
 
