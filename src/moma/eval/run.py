@@ -159,13 +159,17 @@ def run_eval(
         res = knn_eval(bb.model, train, test, cfg, n_classes, device, cache_dir, parts)
         wall = time.perf_counter() - t0
         for k, top1 in res.top1.items():
-            label = f"knn-k{k}"
+            used = res.requested_k[k]
+            # Labelled by the k actually used: a k clamped to a small bank is another protocol.
+            label = f"knn-k{used}"
+            clamped = {"k_requested": k} if used != k else {}
             records[label] = make_record(
                 value=top1,
                 protocol=label,
                 wall_time_s=wall,
                 **common,
-                k=res.requested_k[k],
+                k=used,
+                **clamped,
                 temperature=cfg.temperature,
                 precision=cfg.precision,
                 **more,
