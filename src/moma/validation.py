@@ -136,7 +136,11 @@ RULES: dict[str, dict[str, Rule]] = {
         "drop_path_rate": PROBABILITY,
     },
     "MAEConfig": {"decoder_mlp_ratio": above(0)},
-    "TeacherConfig": {"weight": NON_NEGATIVE, "format": one_of(*WEIGHT_FORMATS)},
+    "TeacherConfig": {
+        "weight": NON_NEGATIVE,
+        "format": one_of(*WEIGHT_FORMATS),
+        "name": optional(NOT_EMPTY),
+    },
     "StudentConfig": {"format": one_of(*WEIGHT_FORMATS)},
     "KnnConfig": {
         "k": each(POSITIVE),

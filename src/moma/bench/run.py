@@ -391,7 +391,9 @@ def _run_bench(cfg: BenchConfig, device: torch.device) -> dict:
     log.info("bench on %s, %s, %d torch threads", machine["device"], machine["cpu"],
              machine["threads"])  # fmt: skip
 
-    out = Path(cfg.out_dir)
+    from moma.paths import output_folder
+
+    out = output_folder(cfg.out_dir, "out_dir")
     out.mkdir(parents=True, exist_ok=True)
 
     def result_of(rows: list[dict], complete: bool) -> dict:

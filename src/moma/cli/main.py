@@ -21,8 +21,12 @@ from typing import Any
 from moma.errors import ConfigError, MomaError
 from moma.paths import regular_file, user_path
 
-# OS errors a user's environment causes: printed as one line, never as a traceback.
-_USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
+# OS errors a user's environment or paths cause: printed as one line, never as a traceback
+# (a last resort: options name themselves where moma checks them first).
+_USER_OS_ERRORS = {
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,  # disk, permissions
+    errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP,  # paths
+}  # fmt: skip
 
 # subcommand path -> (module, config class, run function, help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str, str, str]] = {
@@ -245,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg_cls, run = _resolve(path)
         sub_parser = command_parser(cfg_cls, "moma " + " ".join(path), "")
         if sub_ns.get("print_config"):
+            from moma.validation import expand_paths, validate
+
+            # a config that a run would refuse is refused here too, not printed as if valid
+            validate(expand_paths(to_config(cfg_cls, sub_parser, sub_ns)))
             clean = sub_ns.clone()
             for k in ("config", "print_config"):
                 clean.pop(k, None)
