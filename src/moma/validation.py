@@ -41,6 +41,8 @@ PRECISIONS = (
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 ATTENTION_MODES = ("auto", "fused", "math")
 WEIGHT_FORMATS = ("auto", "mae", "mocov3", "timm", "moma")
+# timm modules whose models are VisionTransformer (sub)classes
+VIT_MODULES = ("vision_transformer", "deit", "vision_transformer_hybrid")
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,9 @@ def _check_backbone(cfg: Any, where: str) -> None:
 
     if not timm.is_model(cfg.arch):
         raise ConfigError(f"{where}arch {cfg.arch!r} is not a timm model name")
+    vits = {m for module in VIT_MODULES for m in timm.list_models(module=module)}
+    if cfg.arch not in vits:
+        raise ConfigError(f"{where}arch {cfg.arch!r} is not a timm VisionTransformer")
 
 
 def _check_moma(cfg: Any, where: str) -> None:
@@ -271,7 +276,17 @@ def _check_finetune(cfg: Any, where: str) -> None:
         )
 
 
-def _check_eval_device(cfg: Any, where: str) -> None:
+def _check_finetune_run(cfg: Any, where: str) -> None:
+    if cfg.backbone == "raw-pixels":
+        raise ConfigError("backbone raw-pixels cannot be fine-tuned: fine-tuning needs a ViT")
+
+
+def _check_eval(cfg: Any, where: str) -> None:
+    if cfg.backbone == "random-init" and cfg.random_init.img_size != cfg.data.img_size:
+        raise ConfigError(
+            f"random_init.img_size ({cfg.random_init.img_size}) must equal data.img_size "
+            f"({cfg.data.img_size}): the random-init baseline sees the data's images"
+        )
     if cfg.device is None:
         return
     import torch
@@ -299,7 +314,8 @@ CLASS_CHECKS: dict[str, Callable[[Any, str], None]] = {
     "MAERunConfig": _check_pretrain_run,
     "MoCoV3RunConfig": _check_pretrain_run,
     "FinetuneConfig": _check_finetune,
-    "EvalRunConfig": _check_eval_device,
+    "EvalRunConfig": _check_eval,
+    "FinetuneRunConfig": _check_finetune_run,
 }
 
 

@@ -193,6 +193,9 @@ EVAL = {
     "out_dir": Opt(("{fresh}",), NOT_A_FOLDER),
     **data("16"),
     **backbone("random_init", "16"),
+    # another size than the backbone's: refused for a ViT, fine for raw pixels
+    "data.img_size": Opt(("16",), ("0", "-3", "x", "1.5"), ("32",)),
+    "random_init.img_size": Opt(("16",), ("0", "-16"), ("32",)),
     "arch": Opt(("null",), (), ("nope", "vit_tiny_patch16_224")),
     "seed": SEED,
     "device": Opt(("null", "cpu"), ("tpu9", ""), ("cuda",)),
@@ -247,27 +250,36 @@ LINEAR = Command(
 FINETUNE = Command(
     ("eval", "finetune"),
     (*EVAL_BASE, "--finetune.epochs=1", "--finetune.max_steps=2", "--finetune.batch_size=4"),
-    protocol(
-        "finetune",
-        {
-            "batch_size": Opt(("4", "8"), ("0", "3")),  # even: mixup pairs samples
-            "eval_batch_size": Opt(("8",), ("0",)),
-            "epochs": Opt(("1",), ("0",)),
-            "max_steps": Opt(("null", "2"), ("0",)),
-            "lr": Opt(("1e-3",), ("0", "-1")),
-            "min_lr": Opt(("1e-6", "0"), ("-1",)),
-            "weight_decay": Opt(("0.05",), ("-1",)),
-            "layer_decay": Opt(("0.75", "1.0"), ("1.5", "-0.1")),
-            "drop_path": Opt(("0.1", "0"), ("1", "2")),
-            "warmup_epochs": Opt(("0", "0.5"), ("-1",)),
-            "mixup": Opt(("0", "0.8"), ("-1",)),
-            "cutmix": Opt(("0", "1.0"), ("-1",)),
-            "label_smoothing": Opt(("0", "0.1"), ("1", "-0.1")),
-            "hflip": BOOL,
-            "grad_clip": Opt(("null", "1.0"), ("0", "-1")),
-        },
-    ),
+    {
+        **protocol(
+            "finetune",
+            {
+                "batch_size": Opt(("4", "8"), ("0", "3")),  # even: mixup pairs samples
+                "eval_batch_size": Opt(("8",), ("0",)),
+                "epochs": Opt(("1",), ("0",)),
+                "max_steps": Opt(("null", "2"), ("0",)),
+                "lr": Opt(("1e-3",), ("0", "-1")),
+                "min_lr": Opt(("1e-6", "0"), ("-1",)),
+                "weight_decay": Opt(("0.05",), ("-1",)),
+                "layer_decay": Opt(("0.75", "1.0"), ("1.5", "-0.1")),
+                "drop_path": Opt(("0.1", "0"), ("1", "2")),
+                "warmup_epochs": Opt(("0", "0.5"), ("-1",)),
+                "mixup": Opt(("0", "0.8"), ("-1",)),
+                "cutmix": Opt(("0", "1.0"), ("-1",)),
+                "label_smoothing": Opt(("0", "0.1"), ("1", "-0.1")),
+                "hflip": BOOL,
+                "grad_clip": Opt(("null", "1.0"), ("0", "-1")),
+            },
+        ),
+        # raw pixels have nothing to fine-tune
+        "backbone": Opt(
+            ("random-init", "{run}", "{export}"),
+            ("raw-pixels", "", "{missing}", "{file}", "{fifo}"),
+        ),  # fmt: skip
+    },
 )
+
+
 EXPORT = Command(
     ("export",),
     ("--checkpoint={run}", "--out={fresh}/b.safetensors"),

@@ -8,7 +8,7 @@ expected: exit 0 when every value is good, exit 2 with exactly one ``moma: error
 one is bad, one of the two for a ``maybe``; an exception escaping ``main`` is a traceback.
 
 Slow: ``pytest -m slow tests/faults/test_cli_sweep.py``. ``MOMA_SWEEP_EXAMPLES`` (cases per
-subcommand, default 40) and ``MOMA_SWEEP_SECONDS`` (time budget per subcommand, default 300)
+subcommand, default 80) and ``MOMA_SWEEP_SECONDS`` (time budget per subcommand, default 300)
 bound it; Hypothesis prints the failing command line, shrunk.
 """
 
@@ -37,7 +37,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-EXAMPLES = int(os.environ.get("MOMA_SWEEP_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("MOMA_SWEEP_EXAMPLES", "80"))
 BUDGET_S = float(os.environ.get("MOMA_SWEEP_SECONDS", "300"))
 CASE_DEADLINE_S = 180
 VERDICTS = ("good", "maybe", "bad")  # a case is as bad as its worst value

@@ -73,6 +73,15 @@ def test_output_folder_that_is_a_file(tmp_path, distill, capsys):
     assert taken.read_text() == "a user's file"
 
 
+def test_backbone_of_another_image_size(finished_run, tmp_path, capsys):
+    """The run's student takes 16 px images; 32 px data used to fail inside timm."""
+    run, _ = finished_run
+    argv = ["eval", "knn", f"--backbone={run}", "--data.subset=64", "--data.img_size=32",
+            f"--out_dir={tmp_path / 'eval'}"]  # fmt: skip
+    one_line_error(capsys, main(argv), "takes 16x16 px images, the data gives 32x32")
+    assert not (tmp_path / "eval").exists()
+
+
 def test_export_out_that_is_a_folder(finished_run, tmp_path, capsys):
     run, _ = finished_run
     folder = tmp_path / "exports"
@@ -104,6 +113,10 @@ OTHER_COMMANDS = {
     ),
     "finetune-odd-batch": (["eval", "finetune", *EVAL, "--finetune.batch_size=3"], "must be even"),
     "eval-role": (["eval", "knn", *EVAL, "--role=boss"], "role must be"),
+    "eval-random-init-size": (
+        ["eval", "knn", *EVAL, "--random_init.img_size=32"],
+        "random_init.img_size (32) must equal data.img_size (16)",
+    ),
     "report-no-runs": (["report", "--runs=[]"], "runs must be a non-empty list"),
     "quickstart-precision": (
         ["quickstart", "--budget=smoke", "--precision=half"],

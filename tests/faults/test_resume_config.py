@@ -102,3 +102,21 @@ def test_student_init_records_the_architecture_it_used(tmp_path, distill, teache
     assert "ignored: student.backbone.depth=3 (the file's: 2)" in caplog.text
     recorded = yaml.safe_load((out / "config.yaml").read_text())["student"]["backbone"]
     assert recorded["depth"] == 2 and recorded["embed_dim"] == 32 and recorded["img_size"] == 16
+
+
+def test_what_the_allow_list_matches(monkeypatch):
+    import moma.train.resume_config as rc
+
+    old = {"teachers": [{"path": "a", "weight": 1.0}], "trainer": {"max_steps": 4}, "x": [1, 2]}
+    new = {"teachers": [{"path": "b", "weight": 1}], "trainer": {"max_steps": 8}, "x": [1, 3]}
+    changes = {c.key: (c.old, c.new) for c in rc.config_changes(old, new)}
+    assert changes == {
+        "teachers[0].path": ("a", "b"),
+        "trainer.max_steps": (4, 8),
+        "x": ([1, 2], [1, 3]),
+    }
+    assert [k for k in changes if rc.may_change(k)] == ["teachers[0].path", "trainer.max_steps"]
+    # an option the old config does not record (added by a later moma) is not a change
+    assert rc.config_changes({"a": 1}, {"a": 1, "cache": {"dir": "c"}}) == []
+    monkeypatch.setattr(rc, "RESUME_MAY_CHANGE", rc.RESUME_MAY_CHANGE | {"cache.*"})
+    assert rc.may_change("cache.dir") and not rc.may_change("cached")

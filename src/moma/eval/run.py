@@ -69,6 +69,19 @@ def _img_size(data: Any) -> int | None:
         return None
 
 
+def _check_input_size(bb: ResolvedBackbone, img_size: int | None) -> None:
+    """A ViT takes the image size it was built for: say so rather than fail in its forward."""
+    embed = getattr(bb.model, "patch_embed", None)
+    want = tuple(getattr(embed, "img_size", None) or ())
+    if img_size is None or not want or want == (img_size, img_size):
+        return
+    fix = "--random_init.img_size" if bb.spec == "random-init" else "--data.img_size"
+    raise ConfigError(
+        f"backbone {bb.spec} takes {want[0]}x{want[1]} px images, the data gives "
+        f"{img_size}x{img_size} (data.img_size); make them agree ({fix})"
+    )
+
+
 def make_config(protocol: str, config: Any = None, **overrides: Any) -> Any:
     """The protocol's config dataclass, from ``config`` (or defaults) with ``overrides``."""
     if protocol not in CONFIGS:
@@ -133,6 +146,8 @@ def run_eval(
     t0 = time.perf_counter()
     bb: ResolvedBackbone = resolve_backbone(backbone_spec, backbone_cfg, arch=arch, seed=seed)
     train, test, n_classes = _load_data(data_cfg, datasets)
+    img_size = _img_size(train)
+    _check_input_size(bb, img_size)
     common = {
         # Raw pixels have no tokens: their features are the image itself, whatever cfg says.
         "features": "pixels" if isinstance(bb.model, RawPixels) else cfg.features,
@@ -152,7 +167,7 @@ def run_eval(
     prints = data_fingerprints(data_cfg, datasets) if cache_dir is not None else None
     if prints is None:
         cache_dir = None
-    parts = {"backbone": bb.identity, "data": prints, "img_size": _img_size(train)}
+    parts = {"backbone": bb.identity, "data": prints, "img_size": img_size}
     if protocol == "knn":
         from moma.eval.knn import knn_eval
 

@@ -24,9 +24,10 @@ from moma.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
-#: Options a resumed run may change freely (``[*]`` stands for any list index). Everything
-#: else needs ``--trainer.allow_config_change true``. Extend this one constant when an
-#: option only changes run length, reporting, resources or file locations.
+#: Options a resumed run may change freely (``[*]`` stands for any list index, a final ``.*``
+#: for a whole section). Everything else needs ``--trainer.allow_config_change true``. Extend
+#: this one constant when an option only changes run length, reporting, resources or file
+#: locations.
 RESUME_MAY_CHANGE: frozenset[str] = frozenset(
     {
         "trainer.max_steps",  # extend (or shorten) a run
@@ -79,8 +80,11 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def may_change(key: str) -> bool:
-    """Whether ``key`` is on :data:`RESUME_MAY_CHANGE`."""
-    return re.sub(r"\[\d+\]", "[*]", key) in RESUME_MAY_CHANGE
+    """Whether ``key`` is on :data:`RESUME_MAY_CHANGE` (itself or a section of it)."""
+    key = re.sub(r"\[\d+\]", "[*]", key)
+    parts = key.split(".")
+    sections = {".".join(parts[:i]) + ".*" for i in range(1, len(parts))}
+    return key in RESUME_MAY_CHANGE or bool(sections & RESUME_MAY_CHANGE)
 
 
 def config_changes(old: dict, new: dict) -> list[Change]:
