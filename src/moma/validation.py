@@ -182,7 +182,11 @@ RULES: dict[str, dict[str, Rule]] = {
         "role": optional(one_of("baseline", "teacher", "student")),
         "seed": SEED,
     },
-    "ExportConfig": {"format": one_of(*WEIGHT_FORMATS), "arch": optional(NOT_EMPTY)},
+    "ExportConfig": {
+        "format": one_of(*WEIGHT_FORMATS),
+        "arch": optional(NOT_EMPTY),
+        "out": Rule(lambda v: str(v).endswith(".safetensors"), "end in .safetensors"),
+    },
     "ReportConfig": {"runs": each(NOT_EMPTY), "num_images": POSITIVE},
     "QuickstartConfig": {"precision": one_of(*PRECISIONS), "seed": SEED},
     "BenchConfig": {
@@ -299,6 +303,28 @@ def _check_eval(cfg: Any, where: str) -> None:
         raise ConfigError(f"{where}device {cfg.device!r}: no CUDA GPU is visible to torch")
 
 
+def _check_quickstart(cfg: Any, where: str) -> None:
+    from pathlib import Path
+
+    from moma.data.config import DataConfig
+    from moma.quickstart import BUDGETS, training_stages
+
+    out = Path(cfg.out)
+    known = [*training_stages(cfg, BUDGETS[cfg.budget], out, DataConfig()), "eval", "report"]
+    unknown = sorted(set(cfg.stages) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}stages: unknown stage(s) {unknown}; known: {known}")
+
+
+def _check_bench(cfg: Any, where: str) -> None:
+    from moma.bench.presets import get_presets
+    from moma.bench.run import _check, precisions_of
+
+    _check(cfg)  # the bench's own rules (groups, counts, mask ratios)
+    precisions_of(cfg.precision)
+    get_presets(cfg.sizes)
+
+
 def _method_check(cfg: Any, where: str) -> None:
     cfg.check()  # MAEConfig / MoCoV3Config keep their own rules
 
@@ -316,6 +342,8 @@ CLASS_CHECKS: dict[str, Callable[[Any, str], None]] = {
     "FinetuneConfig": _check_finetune,
     "EvalRunConfig": _check_eval,
     "FinetuneRunConfig": _check_finetune_run,
+    "QuickstartConfig": _check_quickstart,
+    "BenchConfig": _check_bench,
 }
 
 

@@ -84,11 +84,14 @@ def test_backbone_of_another_image_size(finished_run, tmp_path, capsys):
 
 def test_export_out_that_is_a_folder(finished_run, tmp_path, capsys):
     run, _ = finished_run
-    folder = tmp_path / "exports"
-    folder.mkdir()
-    rc = main(["export", f"--checkpoint={run}", f"--out={folder}"])
-    one_line_error(capsys, rc, f"export --out {folder} is a folder")
-    assert list(folder.iterdir()) == []
+    for folder, message in (
+        (tmp_path / "exports", "out must end in .safetensors"),
+        (tmp_path / "b.safetensors", "is a folder; give a file path"),
+    ):
+        folder.mkdir()
+        rc = main(["export", f"--checkpoint={run}", f"--out={folder}"])
+        one_line_error(capsys, rc, str(folder), message)
+        assert list(folder.iterdir()) == []
 
 
 # Tiny data and models: before the fix some of these ran a whole evaluation first.

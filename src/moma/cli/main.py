@@ -187,25 +187,28 @@ def check_config_file(path: str) -> None:
         )
 
 
+def _config_args(argv: list[str]) -> list[tuple[int, str, str]]:
+    """``(index, prefix, path)`` of each ``--config`` path in ``argv`` (prefix ``--config=``
+    when joined to the option, else empty)."""
+    found = []
+    for i, a in enumerate(argv):
+        if a == "--config" and i + 1 < len(argv):
+            found.append((i + 1, "", argv[i + 1]))
+        elif a.startswith("--config="):
+            found.append((i, "--config=", a.split("=", 1)[1]))
+    return found
+
+
 def _expand_config_paths(argv: list[str]) -> list[str]:
     """``argv`` with ``~`` and ``$VARS`` expanded in ``--config`` paths, as in every other path."""
     out = list(argv)
-    for i, a in enumerate(out):
-        if a == "--config" and i + 1 < len(out):
-            out[i + 1] = user_path(out[i + 1], "--config")
-        elif a.startswith("--config="):
-            out[i] = "--config=" + user_path(a.split("=", 1)[1], "--config")
+    for i, prefix, path in _config_args(argv):
+        out[i] = prefix + user_path(path, "--config")
     return out
 
 
 def _config_files(argv: list[str]) -> list[str]:
-    files = []
-    for i, a in enumerate(argv):
-        if a == "--config" and i + 1 < len(argv):
-            files.append(argv[i + 1])
-        elif a.startswith("--config="):
-            files.append(a.split("=", 1)[1])
-    return files
+    return [path for _, _, path in _config_args(argv)]
 
 
 def _has_key(path: str, dotted: str) -> bool:
