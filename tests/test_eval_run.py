@@ -27,12 +27,12 @@ def test_run_eval_writes_results(tmp_path):
         knn = run_eval(
             "knn", "random-init", None, tmp_path, "random init", "baseline", k=[5, 200], **kw
         )
-    assert set(knn) == {"knn-k5", "knn-k200"}
-    assert knn["knn-k200"]["k"] == 30  # clamped to the bank
+    assert set(knn) == {"knn-k5", "knn-k30"}  # labelled by the k used: 200 clamped to the bank
+    assert knn["knn-k30"]["k"] == 30 and knn["knn-k30"]["k_requested"] == 200
     lin = run_eval("linear", "raw-pixels", None, tmp_path, "raw pixels", "baseline", epochs=2, **kw)
     files = sorted(p.name for p in (tmp_path / "results").glob("*.json"))
     assert files == [
-        "knn-k200-random_init.json",
+        "knn-k30-random_init.json",
         "knn-k5-random_init.json",
         "linear-raw_pixels.json",
     ]

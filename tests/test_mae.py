@@ -7,6 +7,7 @@ import pytest
 import torch
 from toy import TINY, ToyData
 
+from moma.data import DataConfig
 from moma.methods.mae import MAEConfig, MAEMethod, MAERunConfig
 from moma.methods.mae_loss import MAELoss, normalize_patches, patchify, unpatchify
 from moma.methods.optim import OptimConfig, build_param_groups, warmup_cosine
@@ -268,7 +269,8 @@ def test_python_api_run_seeds_before_building_the_model(monkeypatch, tmp_path):
         return SimpleNamespace(export=None)
 
     monkeypatch.setattr(moma.train, "fit", fake_fit)
-    cfg = MAERunConfig(backbone=TINY, mae=SMALL, trainer=_trainer(tmp_path, seed=3))
+    data = DataConfig(img_size=TINY.img_size)  # the encoder's size (prepare_run checks it)
+    cfg = MAERunConfig(data=data, backbone=TINY, mae=SMALL, trainer=_trainer(tmp_path, seed=3))
     for earlier in (1, 2):
         torch.manual_seed(earlier)
         run_mae(cfg)

@@ -201,11 +201,14 @@ def run_quickstart(cfg: QuickstartConfig) -> Path | RunResult:
     """
     from moma.cli.main import config_to_dict
     from moma.errors import ConfigError
+    from moma.paths import output_folder
+    from moma.validation import prepare_run
 
+    cfg = prepare_run(cfg)
     if cfg.budget not in BUDGETS:
         raise ConfigError(f"--budget must be one of {sorted(BUDGETS)}, got {cfg.budget!r}")
     b = BUDGETS[cfg.budget]
-    out = Path(cfg.out)
+    out = output_folder(cfg.out, "out")
     out.mkdir(parents=True, exist_ok=True)
     stages = StageLog(out)
     data = DataConfig(

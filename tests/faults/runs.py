@@ -6,6 +6,7 @@ tiny ViT step is ~20x slower with two spinning OpenMP threads than with one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -161,6 +162,54 @@ def error_lines(text: str) -> list[str]:
     return [ln for ln in text.splitlines() if ln.startswith("moma: error: ")]
 
 
+def one_line_error(capsys, rc: int, *parts: str) -> str:
+    """Assert exit status 2 and exactly one ``moma: error:`` line containing every part."""
+    err = capsys.readouterr().err
+    assert rc == 2, err[-3000:]
+    assert TRACEBACK not in err
+    lines = error_lines(err)
+    assert len(lines) == 1, err[-3000:]
+    for part in parts:
+        assert part in lines[0], (part, lines[0])
+    return lines[0]
+
+
+def image(path: Path, bright: bool, seed: int, size: int = 8) -> Path:
+    """A random ``size`` px PNG, dark (values < 100) or bright (>= 150)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    lo, hi = (150, 256) if bright else (0, 100)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(lo, hi, (size, size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def two_classes(root: Path) -> Path:
+    """An image folder with ``train/`` and ``val/``, a dark class ``a``, a bright class ``b``
+    (8 + 8 training, 4 + 4 held-out images): raw-pixel kNN tells them apart perfectly."""
+    for split, n in (("train", 8), ("val", 4)):
+        for i in range(n):
+            image(root / split / "a" / f"{i}.png", bright=False, seed=i)
+            image(root / split / "b" / f"{i}.png", bright=True, seed=100 + i)
+    return root
+
+
+def knn_argv(data: Path, out: Path, *extra: str) -> list[str]:
+    """``moma eval knn`` of raw pixels on ``data`` (8 px), results in ``out``."""
+    return ["eval", "knn", "--backbone=raw-pixels", f"--data.dataset={data}",
+            "--data.img_size=8", "--knn.precision=32", f"--out_dir={out}", *extra]  # fmt: skip
+
+
+def knn_top1(data: Path, out: Path, cache: bool = True) -> float:
+    """Run :func:`knn_argv` with k=1 in-process; the top-1 it writes."""
+    from moma.cli.main import main
+
+    assert main(knn_argv(data, out, "--knn.k=[1]", f"--knn.use_cache={str(cache).lower()}")) == 0
+    return json.loads((out / "results" / "knn-k1-raw-pixels.json").read_text())["value"]
+
+
 def attempt_steps(run_dir: Path, key: str = "train/loss") -> list[list[int]]:
     """The steps that logged ``key``, per attempt (``logs/version_N/metrics.csv``), in order."""
     import csv
@@ -184,3 +233,28 @@ def logged_up_to(run_dir: Path) -> int:
     except (OSError, ValueError, KeyError):  # a row being written
         return -1
     return max(steps, default=-1)
+
+
+class Deadline(BaseException):
+    """Raised inside the code under test when it runs past a :func:`deadline` (a
+    BaseException, so that the code's own ``except Exception`` does not swallow it)."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float):
+    """Fail (raise :class:`Deadline` in this thread) if the block runs longer than ``seconds``.
+
+    A ``SIGALRM`` handler raises, which also interrupts a blocking ``open()`` of a FIFO or an
+    endless read, so a hang of the code under test becomes a test failure, in-process.
+    """
+
+    def expired(signum, frame):
+        raise Deadline(f"still running after {seconds}s (a hang)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

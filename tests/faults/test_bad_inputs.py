@@ -15,23 +15,11 @@ from pathlib import Path
 import pytest
 
 from faults.conftest import save_teacher
-from faults.runs import TRACEBACK, distill_args, error_lines, start_cli
+from faults.runs import TRACEBACK, distill_args, one_line_error, start_cli
 from moma.cli.main import main
 from moma.errors import CheckpointError
 from moma.models.checkpoint import load_backbone
 from moma.train import last_checkpoint
-
-
-def one_line_error(capsys, rc: int, *parts: str) -> str:
-    """Assert exit status 2 and exactly one ``moma: error:`` line containing every part."""
-    err = capsys.readouterr().err
-    assert rc == 2, err[-3000:]
-    assert TRACEBACK not in err
-    lines = error_lines(err)
-    assert len(lines) == 1, err[-3000:]
-    for part in parts:
-        assert part in lines[0], (part, lines[0])
-    return lines[0]
 
 
 def truncate(path: Path) -> None:
@@ -127,6 +115,11 @@ def test_checkpoint_of_another_method_is_refused(tmp_path, distill, mae_checkpoi
 def test_checkpoint_of_another_architecture_is_refused(run_copy, capsys):
     out, args = run_copy
     rc = main([*args, "--student.backbone.embed_dim=48", "--trainer.max_steps=6"])
+    # the recorded config tells first ...
+    one_line_error(capsys, rc, "student.backbone.embed_dim 32 -> 48", "--trainer.resume never")
+    # ... and, told to go on with the new options, the weights do not fit
+    more = ["--trainer.allow_config_change=true"]
+    rc = main([*args, "--student.backbone.embed_dim=48", "--trainer.max_steps=6", *more])
     one_line_error(
         capsys,
         rc,

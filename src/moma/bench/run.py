@@ -403,6 +403,9 @@ def run_bench(cfg: BenchConfig) -> dict:
     Returns the result: ``command``, ``machine``, ``config``, ``rows`` (one per case),
     ``targets`` and ``epochs``.
     """
+    from moma.validation import prepare_run
+
+    cfg = prepare_run(cfg)
     device = resolve_device(cfg.device)
     with _timm_attention(use_fused_attention(device, cfg.attention)):
         return _run_bench(cfg, device)
@@ -419,7 +422,9 @@ def _run_bench(cfg: BenchConfig, device: torch.device) -> dict:
     log.info("bench on %s, %s, %d torch threads", machine["device"], machine["cpu"],
              machine["threads"])  # fmt: skip
 
-    out = Path(cfg.out_dir)
+    from moma.paths import output_folder
+
+    out = output_folder(cfg.out_dir, "out_dir")
     out.mkdir(parents=True, exist_ok=True)
 
     def result_of(rows: list[dict], complete: bool) -> dict:

@@ -6,6 +6,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from moma.errors import ConfigError
+from moma.paths import output_folder
+
 log = logging.getLogger(__name__)
 
 
@@ -24,12 +27,20 @@ def run_export(cfg: ExportConfig) -> Path:
     """Load ``cfg.checkpoint`` (projectors, decoders, teachers dropped) and write the export."""
     from moma.models.checkpoint import load_backbone
     from moma.models.export import export_backbone
+    from moma.validation import prepare_run
 
+    cfg = prepare_run(cfg)
+    out = Path(cfg.out)
+    if out.is_dir():  # (the .safetensors ending is one of the option rules)
+        raise ConfigError(
+            f"export --out {out} is a folder; give a file path ending in .safetensors"
+        )
+    output_folder(out.parent, "export --out")
     src = Path(cfg.checkpoint)
     if src.is_dir():  # a run folder: its newest checkpoint
         src = src / "checkpoints" / "last.ckpt"
     model = load_backbone(src, arch=cfg.arch, format=cfg.format, trust_pickle=cfg.trust_pickle)
     arch = cfg.arch or getattr(model, "moma_arch", None) or "vit_base_patch16_224"
-    out = export_backbone(model, cfg.out, arch=arch, extra={"source": str(src)})
+    out = export_backbone(model, out, arch=arch, extra={"source": str(src)})
     log.info("exported %s -> %s (+ %s)", src, out, out.with_suffix(".json"))
     return out

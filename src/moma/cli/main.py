@@ -18,11 +18,16 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from moma.errors import MomaError
+from moma.errors import ConfigError, MomaError
+from moma.paths import regular_file, user_path
 from moma.threads import configure_openmp
 
-# OS errors a user's environment causes: printed as one line, never as a traceback.
-_USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
+# OS errors a user's environment or paths cause: printed as one line, never as a traceback
+# (a last resort: options name themselves where moma checks them first).
+_USER_OS_ERRORS = {
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,  # disk, permissions
+    errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP,  # paths
+}  # fmt: skip
 
 # subcommand path -> (module, config class, run function, help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str, str, str]] = {
@@ -173,14 +178,46 @@ def parse_error_message(err: BaseException, argv: list[str]) -> str:
     return text
 
 
-def _config_files(argv: list[str]) -> list[str]:
-    files = []
+def check_config_file(path: str) -> None:
+    """Refuse a ``--config`` file that is not a YAML mapping of options, naming it: missing,
+    not a regular file (a FIFO or a device would block the reader), empty, or not a mapping."""
+    import yaml
+
+    text = regular_file(path, ConfigError, "config file").read_text(errors="replace")
+    try:
+        node = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if node is None:
+        raise ConfigError(f"{path}: the config file is empty (expected a mapping of options)")
+    if not isinstance(node, dict):
+        raise ConfigError(
+            f"{path}: the config file holds a {type(node).__name__}, not a mapping of options"
+        )
+
+
+def _config_args(argv: list[str]) -> list[tuple[int, str, str]]:
+    """``(index, prefix, path)`` of each ``--config`` path in ``argv`` (prefix ``--config=``
+    when joined to the option, else empty)."""
+    found = []
     for i, a in enumerate(argv):
         if a == "--config" and i + 1 < len(argv):
-            files.append(argv[i + 1])
+            found.append((i + 1, "", argv[i + 1]))
         elif a.startswith("--config="):
-            files.append(a.split("=", 1)[1])
-    return files
+            found.append((i, "--config=", a.split("=", 1)[1]))
+    return found
+
+
+def _expand_config_paths(argv: list[str]) -> list[str]:
+    """``argv`` with ``~`` and ``$VARS`` expanded in ``--config`` paths, as in every other path."""
+    out = list(argv)
+    for i, prefix, path in _config_args(argv):
+        out[i] = prefix + user_path(path, "--config")
+    return out
+
+
+def _config_files(argv: list[str]) -> list[str]:
+    return [path for _, _, path in _config_args(argv)]
 
 
 def _has_key(path: str, dotted: str) -> bool:
@@ -201,19 +238,6 @@ def _has_key(path: str, dotted: str) -> bool:
     return True
 
 
-def seed_models(cfg: Any) -> None:
-    """Seed every generator with ``trainer.seed`` *before* the run builds its models.
-
-    ``fit`` seeds again before training, but a run builds its model first: without this, a
-    randomly initialised model would depend on whatever drew random numbers earlier.
-    """
-    seed = getattr(getattr(cfg, "trainer", None), "seed", None)
-    if seed is not None:
-        from moma.train import seed_run
-
-        seed_run(seed)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``moma`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -227,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     if not {"-h", "--help", "--version", "--print-config"} & set(argv):
         configure_openmp()  # before anything imports torch: libgomp reads it once
     try:
+        argv = _expand_config_paths(argv)
+        for path in _config_files(argv):
+            check_config_file(path)
         parser = build_parser()
         try:
             ns = parser.parse_args(argv)
@@ -236,14 +263,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg_cls, run = _resolve(path)
         sub_parser = command_parser(cfg_cls, "moma " + " ".join(path), "")
         if sub_ns.get("print_config"):
+            from moma.validation import expand_paths, validate
+
+            # a config that a run would refuse is refused here too, not printed as if valid
+            validate(expand_paths(to_config(cfg_cls, sub_parser, sub_ns)))
             clean = sub_ns.clone()
             for k in ("config", "print_config"):
                 clean.pop(k, None)
             sys.stdout.write(sub_parser.dump(clean, skip_validation=True))
             return 0
         cfg = to_config(cfg_cls, sub_parser, sub_ns)
-        seed_models(cfg)
-        result = run(cfg)
+        result = run(cfg)  # validates, expands paths and seeds first (moma.validation)
         sig = getattr(result, "stop_signal", None)
         if sig:  # a training run stopped on SIGTERM/SIGINT after saving its checkpoint
             name = signal.Signals(sig).name

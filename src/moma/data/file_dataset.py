@@ -3,8 +3,8 @@
 Unreadable files (truncated, corrupt, not an image) are found when they are decoded, not
 by a separate scan, so the first epoch starts at once:
 - streaming (`ImageFileDataset`): the file is skipped with a warning naming it and the next
-  readable image stands in for it; the number skipped is counted across DataLoader workers
-  (`num_skipped`), and `SSLDataModule` logs it once per epoch;
+  readable image stands in for it; the unreadable files are counted once each across
+  DataLoader workers (`num_skipped`), and `SSLDataModule` logs new ones once per epoch;
 - in RAM (`decode_to_tensor`): every image is decoded once up front, so every bad file is
   warned about during that pass, followed by a count.
 With ``strict=True`` either raises `DataError` naming the file.
@@ -57,15 +57,15 @@ class ImageFileDataset(Dataset):
     ) -> None:
         self.files, self.labels = list(files), list(labels)
         self.transform, self.strict = transform, strict
-        # In shared memory, so DataLoader workers (fork or spawn) add to the same count.
-        self._skipped = torch.zeros(1, dtype=torch.int64).share_memory_()
-        # Per process: known bad indices are not decoded (nor warned about) again.
-        self._bad: set[int] = set()
+        # Which files are unreadable, in shared memory: DataLoader workers (fork or spawn)
+        # mark the same table, so a bad file is counted (and warned about) once, not once per
+        # worker and per epoch, and is not decoded again.
+        self._bad = torch.zeros(len(self.files), dtype=torch.bool).share_memory_()
 
     @property
     def num_skipped(self) -> int:
-        """How many times an unreadable file was skipped so far, all workers included."""
-        return int(self._skipped.item())
+        """How many distinct unreadable files were skipped so far, all workers included."""
+        return int(self._bad.sum())
 
     def __len__(self) -> int:
         return len(self.files)
@@ -84,17 +84,16 @@ class ImageFileDataset(Dataset):
         n = len(self.files)
         for k in range(min(n, _MAX_SUBSTITUTES)):
             i = (index + k) % n
-            if i in self._bad:
-                self._skipped += 1
+            if self._bad[i]:
                 continue
             try:
                 item = self.load(i, key)
             except Exception as err:
                 if self.strict:
                     raise DataError(f"{self.files[i]}: unreadable image ({err})") from err
-                self._bad.add(i)
-                self._skipped += 1
-                _skip_warning(self.files[i], err)
+                if not self._bad[i]:  # another worker may have just found it
+                    self._bad[i] = True
+                    _skip_warning(self.files[i], err)
                 continue
             return item, self.labels[i]
         raise DataError(

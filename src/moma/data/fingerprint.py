@@ -55,3 +55,26 @@ def split_fingerprint(cfg: DataConfig, split: str) -> str:
 
     listing = folder_split(cfg, split)
     return files_fingerprint(listing.root, listing.files, listing.labels)
+
+
+def dataset_fingerprint(data: object) -> str | None:
+    """The fingerprint of a dataset object given instead of a config (Python API).
+
+    In-memory tensors (a ``TensorDataset``, an ``ImageTensorDataset``) are digested by
+    content (with the image size and normalisation they are served at); files (an
+    ``ImageFileDataset``) as in :func:`files_fingerprint`. ``None`` for anything else: such
+    data cannot be identified, so nothing computed from it may be cached.
+    """
+    from moma.models.integrity import content_digest
+
+    tensors = getattr(data, "tensors", None)
+    if isinstance(tensors, tuple):  # torch.utils.data.TensorDataset
+        return "tensors:" + content_digest(list(tensors))
+    images, labels = getattr(data, "images", None), getattr(data, "labels", None)
+    if images is not None and labels is not None and hasattr(images, "dtype"):
+        serving = [getattr(data, k, None) for k in ("img_size", "mean", "std")]
+        return "images:" + content_digest([images, labels, serving])
+    files = getattr(data, "files", None)
+    if isinstance(files, list) and isinstance(labels, list):
+        return "files:" + files_fingerprint(Path("/"), files, labels)
+    return None

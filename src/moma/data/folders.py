@@ -62,28 +62,95 @@ def split_dir(base: Path, split: str) -> Path:
     raise DataError(f"{base}: has train/ but no val/ (or test/) sub-folder for the {split!r} split")
 
 
-def _images_under(folder: str) -> list[str]:
+class _Walk:
+    """One scan of a split folder, safe against link cycles.
+
+    Folder links are followed, but every real folder is entered once: a link to a folder
+    already scanned, to the split folder itself or to one of its parents (``up -> ..``) is a
+    cycle that would repeat images (or walk the whole disk); it is skipped with a warning.
+    Entries that cannot be stat'ed (a link to itself, a dangling link) and image-named
+    entries that are not regular files (a FIFO would block the reader) are skipped with a
+    warning too, so the listing only holds files a reader can open.
+    """
+
+    def __init__(self, top: Path) -> None:
+        self.top = os.path.realpath(top)
+        self.seen = {self.top}
+
+    def enter(self, path: str) -> bool:
+        """Whether to scan the folder ``path`` (False, with a warning, for a cycle)."""
+        real = os.path.realpath(path)
+        if real in self.seen or os.path.commonpath([real, self.top]) == real:
+            warnings.warn(
+                f"{path}: skipped: it leads to {real}, the data folder, one of its parents or "
+                "a folder already scanned (following it would repeat images or leave the data)",
+                stacklevel=4,
+            )
+            return False
+        self.seen.add(real)
+        return True
+
+    def entries(self, folder: str, hidden: bool) -> list[tuple[str, str, str]]:
+        """``(name, path, kind)`` of ``folder``'s entries, sorted by name, links followed;
+        kind is ``dir``, ``file`` (a regular file) or ``other`` (a FIFO, a device, ...)."""
+        out = []
+        for entry in _visible_entries(Path(folder), hidden):
+            try:  # the scandir type: a stat call only for links
+                kind = "dir" if entry.is_dir() else "file" if entry.is_file() else "other"
+                if kind == "other" and entry.is_symlink():
+                    os.stat(entry.path)  # raises for a dangling link
+            except OSError as err:  # a link to itself, a dangling link, no permission
+                warnings.warn(f"{entry.path}: skipped: {err.strerror or err}", stacklevel=4)
+                continue
+            out.append((entry.name, entry.path, kind))
+        return out
+
+    def images(self, folder: str, first_only: bool = False) -> list[str]:
+        """Image files under ``folder`` (recursively; its files first, then its sub-folders
+        in name order, hidden sub-folders skipped); ``first_only`` stops at the first."""
+        entries = self.entries(folder, hidden=True)
+        found = image_files(entries)
+        if first_only and found:
+            return found[:1]
+        dirs = [p for n, p, k in entries if k == "dir" and not n.startswith(".")]
+        for path in dirs:
+            if self.enter(path):
+                found.extend(self.images(path, first_only))
+                if first_only and found:
+                    return found
+        return found
+
+
+def image_files(entries: list[tuple[str, str, str]]) -> list[str]:
+    """The image-named regular files among ``(name, path, kind)`` entries; an image name on
+    something else (a FIFO, a device) is skipped with a warning."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if is_image_file(f))
+    for name, path, kind in entries:
+        if is_image_file(name) and kind != "dir":
+            if kind == "file":
+                found.append(path)
+            else:
+                warnings.warn(f"{path}: skipped: not a regular file", stacklevel=4)
     return found
 
 
-def _visible_entries(folder: Path) -> list[os.DirEntry]:
+def _visible_entries(folder: Path, hidden: bool = False) -> list[os.DirEntry]:
     try:
         with os.scandir(folder) as it:
-            return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+            return sorted(
+                (e for e in it if hidden or not e.name.startswith(".")), key=lambda e: e.name
+            )
     except OSError as err:
         raise DataError(f"{folder}: cannot list folder ({err.strerror or err})") from err
 
 
 def _scan(folder: Path, classes: list[str] | None) -> FolderSplit:
-    entries = _visible_entries(folder)
-    if not entries:
+    if not _visible_entries(folder):
         raise DataError(f"{folder}: folder is empty")
-    top_images = [e.path for e in entries if is_image_file(e.name) and e.is_file()]
-    per_class = {e.name: _images_under(e.path) for e in entries if e.is_dir()}
+    walk = _Walk(folder)
+    entries = walk.entries(str(folder), hidden=False)
+    top_images = image_files(entries)
+    per_class = {n: walk.images(p) for n, p, k in entries if k == "dir" and walk.enter(p)}
     per_class = {name: files for name, files in per_class.items() if files}
     split = FolderSplit(root=folder)
     if per_class:
@@ -110,24 +177,20 @@ def _scan(folder: Path, classes: list[str] | None) -> FolderSplit:
     return split
 
 
-def _has_image(folder: str) -> bool:
-    for _, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        if any(is_image_file(f) for f in filenames):
-            return True
-    return False
-
-
 def class_names(base: Path) -> list[str]:
     """Class names of the training split (empty for a flat folder of unlabelled images).
 
     Only looks for one image per class folder, so it is cheap on large datasets.
     """
     folder = split_dir(base, "train")
-    entries = _visible_entries(folder)
-    if not entries:
+    if not _visible_entries(folder):
         raise DataError(f"{folder}: folder is empty")
-    return sorted(e.name for e in entries if e.is_dir() and _has_image(e.path))
+    walk = _Walk(folder)
+    return sorted(
+        n
+        for n, p, k in walk.entries(str(folder), hidden=False)
+        if k == "dir" and walk.enter(p) and walk.images(p, first_only=True)
+    )
 
 
 def scan_split(dataset: str, split: str) -> FolderSplit:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from moma.errors import DataError
+from moma.paths import regular_file
 
 # IDX type byte -> numpy big-endian dtype.
 _IDX_DTYPES = {
@@ -37,7 +38,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     Raises:
         DataError: the file is missing, not IDX, or truncated (message names the file).
     """
-    path = Path(path)
+    path = regular_file(path, DataError, "IDX file")  # a FIFO would block the read
     try:
         data = _read_bytes(path)
     except FileNotFoundError as err:

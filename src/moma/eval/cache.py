@@ -1,4 +1,12 @@
-"""On-disk cache of extracted features, keyed by everything that determines them."""
+"""On-disk cache of extracted features, keyed by everything that determines them.
+
+The key holds the backbone's identity (its file's sha256, or a baseline's config), the
+*content* fingerprint of each split (``moma.data.fingerprint``: relative paths, labels, sizes
+and mtimes of its files, or the bytes of in-memory tensors), the image size, ``features``
+and ``precision``: editing the dataset in place (moving images between classes, deleting
+some) is a miss, never a stale hit. Each file also stores a sha256 of its tensors, checked on
+every read: a damaged entry is recomputed with a warning, never used.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +21,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from moma.errors import CheckpointError
+from moma.models.integrity import DIGEST_KEY, verify_digest, with_digest
+
 log = logging.getLogger(__name__)
 
 
@@ -23,12 +34,13 @@ def cache_key(**parts) -> str:
 
 
 def save_features(path: Path, feats: Tensor, labels: Tensor, meta: dict) -> None:
-    """Write ``{feats, labels, meta}`` atomically (temp file + rename)."""
+    """Write ``{feats, labels, meta}`` and their sha256 atomically (temp file + rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        torch.save({"feats": feats.contiguous(), "labels": labels, "meta": meta}, tmp)
+        blob = with_digest({"feats": feats.contiguous(), "labels": labels, "meta": meta})
+        torch.save(blob, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -36,14 +48,18 @@ def save_features(path: Path, feats: Tensor, labels: Tensor, meta: dict) -> None
 
 
 def load_features(path: Path) -> tuple[Tensor, Tensor] | None:
-    """Read a cache file (``weights_only``); ``None`` when it is missing or unreadable."""
+    """Read a cache file (``weights_only``), its digest verified; ``None`` when it is missing,
+    unreadable, damaged (digest mismatch) or has no digest (it cannot be trusted)."""
     if not path.is_file():
         return None
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
+        if DIGEST_KEY not in blob:
+            raise CheckpointError(f"{path}: no digest (written by an older moma)")
+        verify_digest(blob, path)
         return blob["feats"], blob["labels"]
-    except Exception as exc:  # a corrupt cache entry is recomputed, never fatal
-        log.warning("ignoring unreadable feature cache %s: %s", path, exc)
+    except Exception as exc:  # a damaged cache entry is recomputed, never fatal nor used
+        log.warning("ignoring the damaged feature cache entry %s (recomputing): %s", path, exc)
         return None
 
 
@@ -96,7 +112,8 @@ def split_features(
 
     kNN and the linear probe share this, so evaluating one backbone with both extracts its
     features once. ``cache_parts`` identifies the backbone and data (the split, ``features``
-    and ``precision`` are added); without it, or without ``cache_dir``, nothing is cached.
+    and ``precision`` are added; a ``{split: fingerprint}`` mapping under ``"data"`` keys each
+    split by its own data); without it, or without ``cache_dir``, nothing is cached.
     Returns ``({split: (feats [N, D], labels [N])}, cache hits)``.
     """
     from moma.eval.features import extract_features
@@ -111,6 +128,8 @@ def split_features(
             "features": features,
             "precision": precision,
         }
+        if isinstance(parts.get("data"), dict):  # one split's edit leaves the other's entry
+            parts["data"] = parts["data"].get(split)
         feats, labels, hit = cached_features(
             cache_dir if use_cache else None,
             parts,

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from moma.errors import ConfigError
+
 ROLES = ("baseline", "teacher", "student")
 
 #: Keys every result JSON has (DESIGN/ARCHITECTURE contract); extras come after them.
@@ -87,5 +89,36 @@ def write_json_atomic(path: Path, obj: Any) -> Path:
 
 
 def write_result(out_dir: Path, record: dict) -> Path:
-    """Write one record to ``out_dir/results/<protocol>-<name>.json``; returns the path."""
-    return write_json_atomic(result_path(out_dir, record["protocol"], record["name"]), record)
+    """Write one record to ``out_dir/results/<protocol>-<name>.json``; returns the path.
+
+    Raises:
+        ConfigError: the file holds the result of another name that maps to the same file
+            name (``a/b`` and ``a_b``): replacing it would lose that result.
+    """
+    path = check_result_name(out_dir, record["protocol"], record["name"])
+    return write_json_atomic(path, record)
+
+
+def check_result_name(out_dir: Path, protocol: str, name: str) -> Path:
+    """The result path of ``(protocol, name)``; ``ConfigError`` when an existing file there
+    holds another name's result (``a/b`` and ``a_b`` share a file name)."""
+    path = result_path(out_dir, protocol, name)
+    other = _recorded_name(path)
+    if other is not None and other != name:
+        raise ConfigError(
+            f"{path} holds the result of name {other!r}, and name {name!r} maps to the same "
+            "file; choose another --name (or another --out_dir)"
+        )
+    return path
+
+
+def _recorded_name(path: Path) -> str | None:
+    """The ``name`` in an existing result file (None: no file, or not a readable record)."""
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    name = rec.get("name") if isinstance(rec, dict) else None
+    return name if isinstance(name, str) else None

@@ -14,8 +14,10 @@ from moma.data.config import DataConfig
 from moma.errors import ConfigError
 from moma.eval.baselines import BASELINES, RawPixels, ResolvedBackbone, resolve_backbone
 from moma.eval.config import FinetuneConfig, KnnConfig, LinearConfig
-from moma.eval.results import ROLES, make_record, write_result
+from moma.eval.results import ROLES, check_result_name, make_record, write_result
 from moma.models.vit import BackboneConfig
+from moma.paths import output_folder
+from moma.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +34,19 @@ def dataset_name(data_cfg: Any) -> str:
     return type(data_cfg).__name__ if data_cfg is not None else "unknown"
 
 
-#: DataConfig fields that change what ``load_split`` returns (the others only affect training).
-DATA_IDENTITY_FIELDS = ("dataset", "root", "img_size", "subset")
+def data_fingerprints(data_cfg: Any, datasets: tuple | None) -> dict[str, str] | None:
+    """``{"train": ..., "test": ...}`` content fingerprints of the evaluation data, the
+    feature cache's key (never the dataset's path: a folder edited in place is a new key);
+    ``None`` when the data cannot be identified (then nothing is cached)."""
+    from moma.data.fingerprint import dataset_fingerprint, split_fingerprint
 
-
-def data_identity(data_cfg: Any) -> Any:
-    """What identifies the evaluation data for the feature cache."""
-    if dataclasses.is_dataclass(data_cfg) and not isinstance(data_cfg, type):
-        fields = dataclasses.asdict(data_cfg)
-        known = {k: fields[k] for k in DATA_IDENTITY_FIELDS if k in fields}
-        return known or fields
-    return repr(data_cfg)
+    if datasets is None:
+        return {split: split_fingerprint(data_cfg, split) for split in ("train", "test")}
+    prints = dict(zip(("train", "test"), map(dataset_fingerprint, datasets), strict=True))
+    if None in prints.values():
+        log.info("feature cache off: the given datasets cannot be fingerprinted")
+        return None
+    return prints
 
 
 def _load_data(data_cfg: Any, datasets: tuple | None) -> tuple[Any, Any, int | None]:
@@ -65,6 +69,19 @@ def _img_size(data: Any) -> int | None:
         return None
 
 
+def _check_input_size(bb: ResolvedBackbone, img_size: int | None) -> None:
+    """A ViT takes the image size it was built for: say so rather than fail in its forward."""
+    embed = getattr(bb.model, "patch_embed", None)
+    want = tuple(getattr(embed, "img_size", None) or ())
+    if img_size is None or not want or want == (img_size, img_size):
+        return
+    fix = "--random_init.img_size" if bb.spec == "random-init" else "--data.img_size"
+    raise ConfigError(
+        f"backbone {bb.spec} takes {want[0]}x{want[1]} px images, the data gives "
+        f"{img_size}x{img_size} (data.img_size); make them agree ({fix})"
+    )
+
+
 def make_config(protocol: str, config: Any = None, **overrides: Any) -> Any:
     """The protocol's config dataclass, from ``config`` (or defaults) with ``overrides``."""
     if protocol not in CONFIGS:
@@ -77,7 +94,9 @@ def make_config(protocol: str, config: Any = None, **overrides: Any) -> Any:
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ConfigError(f"unknown {protocol} option(s): {', '.join(unknown)}")
-    return dataclasses.replace(cfg, **overrides)
+    cfg = dataclasses.replace(cfg, **overrides)
+    validate(cfg, f"{protocol}.")
+    return cfg
 
 
 def run_eval(
@@ -120,10 +139,15 @@ def run_eval(
     if role not in ROLES:
         raise ConfigError(f"role must be one of {ROLES}, got {role!r}")
     cfg = make_config(protocol, config, **overrides)
-    out_dir = Path(out_dir)
+    out_dir = output_folder(out_dir, "out_dir")
+    labels = [f"knn-k{k}" for k in cfg.k] if protocol == "knn" else [protocol]
+    for label in labels:  # before any work: a name clash would lose another model's result
+        check_result_name(out_dir, label, name)
     t0 = time.perf_counter()
     bb: ResolvedBackbone = resolve_backbone(backbone_spec, backbone_cfg, arch=arch, seed=seed)
     train, test, n_classes = _load_data(data_cfg, datasets)
+    img_size = _img_size(train)
+    _check_input_size(bb, img_size)
     common = {
         # Raw pixels have no tokens: their features are the image itself, whatever cfg says.
         "features": "pixels" if isinstance(bb.model, RawPixels) else cfg.features,
@@ -140,24 +164,27 @@ def run_eval(
     cache_dir = None
     if getattr(cfg, "use_cache", False):
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out_dir / "cache" / "features"
-    parts = {
-        "backbone": bb.identity,
-        "dataset": data_identity(data_cfg),
-        "img_size": _img_size(train),
-    }
+    prints = data_fingerprints(data_cfg, datasets) if cache_dir is not None else None
+    if prints is None:
+        cache_dir = None
+    parts = {"backbone": bb.identity, "data": prints, "img_size": img_size}
     if protocol == "knn":
         from moma.eval.knn import knn_eval
 
         res = knn_eval(bb.model, train, test, cfg, n_classes, device, cache_dir, parts)
         wall = time.perf_counter() - t0
         for k, top1 in res.top1.items():
-            label = f"knn-k{k}"
+            used = res.requested_k[k]
+            # Labelled by the k actually used: a k clamped to a small bank is another protocol.
+            label = f"knn-k{used}"
+            clamped = {"k_requested": k} if used != k else {}
             records[label] = make_record(
                 value=top1,
                 protocol=label,
                 wall_time_s=wall,
                 **common,
-                k=res.requested_k[k],
+                k=used,
+                **clamped,
                 temperature=cfg.temperature,
                 precision=cfg.precision,
                 **more,
@@ -301,9 +328,11 @@ def default_out_dir(backbone: str) -> Path:
     return run.parent if run.name == "checkpoints" else run
 
 
-def _run(protocol: str, cfg: EvalRunConfig, config: Any) -> dict[str, dict]:
+def _run(protocol: str, cfg: EvalRunConfig) -> dict[str, dict]:
     from moma.report.table import format_table
+    from moma.validation import prepare_run
 
+    cfg = prepare_run(cfg)
     role = cfg.role or ("baseline" if cfg.backbone in BASELINES else "student")
     records = run_eval(
         protocol,
@@ -312,7 +341,7 @@ def _run(protocol: str, cfg: EvalRunConfig, config: Any) -> dict[str, dict]:
         Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg.backbone),
         cfg.name or default_name(cfg.backbone),
         role,
-        config=config,
+        config=getattr(cfg, protocol),
         backbone_cfg=cfg.random_init,
         arch=cfg.arch,
         seed=cfg.seed,
@@ -324,14 +353,14 @@ def _run(protocol: str, cfg: EvalRunConfig, config: Any) -> dict[str, dict]:
 
 def run_knn(cfg: KnnRunConfig) -> dict[str, dict]:
     """``moma eval knn``: writes ``results/knn-k<k>-<name>.json`` and prints the table."""
-    return _run("knn", cfg, cfg.knn)
+    return _run("knn", cfg)
 
 
 def run_linear(cfg: LinearRunConfig) -> dict[str, dict]:
     """``moma eval linear``: writes ``results/linear-<name>.json`` and prints the table."""
-    return _run("linear", cfg, cfg.linear)
+    return _run("linear", cfg)
 
 
 def run_finetune(cfg: FinetuneRunConfig) -> dict[str, dict]:
     """``moma eval finetune``: writes ``results/finetune-<name>.json`` and prints the table."""
-    return _run("finetune", cfg, cfg.finetune)
+    return _run("finetune", cfg)

@@ -276,9 +276,10 @@ def run_mae(cfg: MAERunConfig):
     """
     from moma.cli.main import config_to_dict
     from moma.data import SSLDataModule
-    from moma.train import fit, seed_run
+    from moma.train import fit
+    from moma.validation import prepare_run
 
-    seed_run(cfg.trainer.seed)  # before the models are built
+    cfg = prepare_run(cfg)  # paths expanded, values checked, seeded before the models are built
     module = MAEMethod(cfg.mae, cfg.backbone, cfg.optim)
     dm = SSLDataModule(cfg.data, views=1, augment="mae")
     result = fit(module, dm, cfg.trainer, config_to_dict(cfg))

@@ -269,9 +269,10 @@ def run_mocov3(cfg: MoCoV3RunConfig):
     """Pre-train MoCo v3: ``moma pretrain mocov3`` (returns :class:`moma.train.RunResult`)."""
     from moma.cli.main import config_to_dict
     from moma.data import SSLDataModule
-    from moma.train import fit, seed_run
+    from moma.train import fit
+    from moma.validation import prepare_run
 
-    seed_run(cfg.trainer.seed)  # before the models are built
+    cfg = prepare_run(cfg)  # paths expanded, values checked, seeded before the models are built
     module = MoCoV3Method(cfg.mocov3, cfg.backbone, cfg.optim)
     dm = SSLDataModule(cfg.data, views=2, augment="mocov3")
     return fit(module, dm, cfg.trainer, config_to_dict(cfg))

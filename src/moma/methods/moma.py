@@ -55,7 +55,6 @@ from moma.methods.moma_config import MomaConfig as MomaConfig
 from moma.methods.moma_config import MomaRunConfig as MomaRunConfig
 from moma.methods.moma_config import StudentConfig as StudentConfig
 from moma.methods.moma_config import TeacherConfig as TeacherConfig
-from moma.methods.moma_config import check_cache_config
 from moma.methods.moma_config import check_moma_config as check_moma_config
 from moma.methods.moma_loss import MomaLoss
 from moma.methods.moma_teachers import Teacher as Teacher
@@ -405,7 +404,19 @@ def build_student(
         overrides["img_size"] = img_size
     student = load_backbone(cfg.init, arch=bb.arch, format=cfg.format, **overrides)
     log.info("student initialised from %s", cfg.init)
-    return student, backbone_config_of(student)
+    used = {**backbone_config_of(student), "drop_path_rate": bb.drop_path_rate}
+    ignored = [
+        f"{k}={getattr(bb, k)} (the file's: {used[k]})"
+        for k in ("patch_size", "depth", "embed_dim", "num_heads", "mlp_ratio")
+        if getattr(bb, k) is not None and getattr(bb, k) != used[k]
+    ]
+    if ignored:  # the file sets the architecture; say so rather than train another one
+        log.warning(
+            "student.init %s sets the student's architecture; ignored: student.backbone.%s",
+            cfg.init,
+            ", student.backbone.".join(ignored),
+        )
+    return student, used
 
 
 def build_moma(cfg: MomaRunConfig) -> MomaMethod:
@@ -420,11 +431,10 @@ def run_moma(cfg: MomaRunConfig) -> RunResult:
     from moma.cli.main import config_to_dict
     from moma.data import SSLDataModule
     from moma.methods.moma_cache import TargetCache, cache_dir, resolve_views
-    from moma.train import fit, seed_run
+    from moma.train import fit
+    from moma.validation import prepare_run
 
-    check_moma_config(cfg.moma)
-    check_cache_config(cfg.cache)
-    seed_run(cfg.trainer.seed)  # before the models are built
+    cfg = prepare_run(cfg)  # paths expanded, values checked, seeded before the models are built
     module = build_moma(cfg)
     views = resolve_views(cfg)
     datamodule = SSLDataModule(cfg.data, views=1, augment="mae", keyed_views=views)
@@ -434,4 +444,6 @@ def run_moma(cfg: MomaRunConfig) -> RunResult:
         out = Path(cfg.trainer.out_dir)
         cache = dataclasses.replace(cfg.cache, views=views)
         callbacks.append(TargetCache(cache, root, out, cfg.trainer.progress_bar))
-    return fit(module, datamodule, cfg.trainer, config_to_dict(cfg), callbacks)
+    config = config_to_dict(cfg)
+    config["student"]["backbone"] = dict(module.backbone_cfg)  # what was built, not asked for
+    return fit(module, datamodule, cfg.trainer, config, callbacks)

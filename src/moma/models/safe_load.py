@@ -26,6 +26,7 @@ from torch import nn
 
 from moma.errors import CheckpointError
 from moma.models.integrity import verify_digest
+from moma.paths import regular_file
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,15 @@ def list_keys(keys: Iterable[str]) -> str:
     return shown + (f" (+{len(keys) - _SHOW} more)" if len(keys) > _SHOW else "")
 
 
+def weights_file(path: str | Path) -> Path:
+    """``path`` if it is a regular file; ``CheckpointError`` otherwise (missing, a folder, a
+    FIFO, a device), *before* anything opens it: reading ``/dev/zero`` or a FIFO never ends."""
+    return regular_file(path, CheckpointError, "checkpoint file")
+
+
 def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks (never the whole file in memory)."""
-    path = Path(path)
+    """Hex SHA-256 of a regular file, read in 1 MiB chunks (never the whole file in memory)."""
+    path = weights_file(path)
     h = hashlib.sha256()
     try:
         with path.open("rb") as f:
@@ -96,8 +103,8 @@ def verify_export_sidecar(path: str | Path) -> None:
     path = Path(path)
     side = path.with_suffix(".json")
     try:
-        meta = json.loads(side.read_text())
-    except (OSError, ValueError):
+        meta = json.loads(regular_file(side, CheckpointError, "sidecar").read_text())
+    except (CheckpointError, OSError, ValueError):
         return
     if not isinstance(meta, dict) or meta.get("format") != "moma-backbone":
         return
@@ -170,11 +177,7 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict:
     training checkpoints hold), and only if more is needed loads with ``weights_only=False``,
     which can execute code stored in the file (a warning is logged).
     """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: file not found")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    path = weights_file(path)
     if is_safetensors(path):
         import safetensors.torch
 

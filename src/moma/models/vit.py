@@ -46,10 +46,17 @@ def create_vit(arch: str = "vit_tiny_patch16_224", **overrides) -> VisionTransfo
     as in MAE and MoCo v3.
     """
     overrides.setdefault("num_classes", 0)
+    if not timm.is_model(arch):
+        raise ConfigError(f"arch {arch!r} is not a timm model name")
     # dynamic_img_size off: position tables are fixed-size, as in the official checkpoints.
-    model = timm.create_model(arch, pretrained=False, **overrides)
+    try:
+        model = timm.create_model(arch, pretrained=False, **overrides)
+    except (AssertionError, TypeError, ValueError, RuntimeError, ZeroDivisionError) as e:
+        sizes = ", ".join(f"{k}={v}" for k, v in overrides.items())
+        why = " ".join(str(e).split()) or type(e).__name__
+        raise ConfigError(f"timm cannot build {arch} with {sizes}: {why}") from None
     if not isinstance(model, VisionTransformer):
-        raise ValueError(f"arch {arch!r} is not a timm VisionTransformer")
+        raise ConfigError(f"arch {arch!r} is not a timm VisionTransformer")
     return model
 
 

@@ -9,6 +9,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from moma.errors import ConfigError
+from moma.paths import regular_file
+
 log = logging.getLogger(__name__)
 
 LOSS_COLUMNS = ("train/loss", "train/loss_step", "train_loss", "loss")
@@ -28,12 +31,13 @@ def load_results(run_dirs: list[Path]) -> list[dict]:
             paths += sorted(run_dir.glob("*.json"))
         for path in paths:
             try:
-                rec = json.loads(path.read_text())
-            except (OSError, ValueError) as exc:
+                rec = json.loads(regular_file(path, ConfigError, "result file").read_text())
+            except (ConfigError, OSError, ValueError) as exc:
                 log.warning("skipping unreadable result %s: %s", path, exc)
                 continue
-            if not isinstance(rec, dict) or not {"protocol", "value"} <= set(rec):
-                log.warning("skipping %s: not a result record", path)
+            problem = record_problem(rec)
+            if problem:
+                log.warning("skipping %s: not a result record (%s)", path, problem)
                 continue
             rec.setdefault("name", Path(str(rec.get("backbone", path.stem))).stem)
             rec.setdefault("role", "student")
@@ -47,6 +51,25 @@ def load_results(run_dirs: list[Path]) -> list[dict]:
                     continue
             found[key] = (mtime, rec)
     return [rec for _, rec in found.values()]
+
+
+def record_problem(rec: object) -> str | None:
+    """What makes ``rec`` unusable as a result record (None: usable).
+
+    A record is a JSON object with a string ``protocol`` and a finite number ``value``;
+    ``name``, ``role``, ``features`` and ``dataset``, when present, are strings (or null).
+    """
+    if not isinstance(rec, dict):
+        return f"a JSON {type(rec).__name__}, not an object"
+    if not isinstance(rec.get("protocol"), str):
+        return "'protocol' is missing or not a string"
+    value = rec.get("value")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return f"'value' is {value!r}, not a finite number"
+    for key in ("name", "role", "features", "dataset", "backbone"):
+        if not isinstance(rec.get(key), str | None):
+            return f"{key!r} is {rec[key]!r}, not a string"
+    return None
 
 
 @dataclass
@@ -70,22 +93,27 @@ def _loss_column(header: list[str]) -> str | None:
 
 
 def read_loss_curve(path: Path, label: str | None = None) -> LossCurve | None:
-    """The training loss from a Lightning ``CSVLogger`` ``metrics.csv`` (``None`` if absent)."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        col = _loss_column(header)
-        if col is None or "step" not in header:
-            return None
-        steps, losses = [], []
-        for row in reader:
-            try:
-                step, loss = float(row["step"]), float(row[col])
-            except (TypeError, ValueError):
-                continue  # rows of other metrics leave this column empty
-            if math.isfinite(loss):
-                steps.append(step)
-                losses.append(loss)
+    """The training loss from a Lightning ``CSVLogger`` ``metrics.csv`` (``None`` if absent
+    or unreadable, with a warning)."""
+    try:
+        with open(regular_file(path, ConfigError, "CSV log"), newline="") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            col = _loss_column(header)
+            if col is None or "step" not in header:
+                return None
+            steps, losses = [], []
+            for row in reader:
+                try:
+                    step, loss = float(row["step"]), float(row[col])
+                except (TypeError, ValueError):
+                    continue  # rows of other metrics leave this column empty
+                if math.isfinite(loss) and math.isfinite(step):
+                    steps.append(step)
+                    losses.append(loss)
+    except (ConfigError, OSError, UnicodeDecodeError, csv.Error) as exc:
+        log.warning("skipping unreadable training log %s: %s", path, exc)
+        return None
     if not losses:
         return None
     return LossCurve(label or path.parent.name, steps, losses, col)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from moma.data.config import DataConfig
+from moma.paths import output_folder
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,10 @@ def run_report(cfg: ReportConfig) -> Path:
     from moma.report.build import build_report
     from moma.report.gather import load_results
     from moma.report.table import format_table
+    from moma.validation import prepare_run
 
+    cfg = prepare_run(cfg)
+    out_dir = output_folder(cfg.out_dir, "out_dir")
     runs = [Path(r) for r in cfg.runs]
     missing = [str(r) for r in runs if not r.exists()]
     if missing:
@@ -53,7 +57,7 @@ def run_report(cfg: ReportConfig) -> Path:
         raise ConfigError(f"report: run folder(s) not found: {', '.join(missing)}")
     path = build_report(
         runs,
-        Path(cfg.out_dir),
+        out_dir,
         title=cfg.title,
         data_cfg=cfg.data if cfg.attention else None,
         num_images=cfg.num_images,

@@ -29,7 +29,11 @@ class TrainerConfig:
         log_every_n_steps: steps between logged metric rows.
         seed: seed of every generator: model init, masks, data order and augmentation.
         resume: ``auto`` (continue from ``OUT/checkpoints/last.ckpt`` when present), ``never``
-            or a checkpoint path.
+            (start over; a previous run in the folder is moved to ``OUT/replaced/``) or a
+            checkpoint path. A resumed run must use the options it was started with.
+        allow_config_change: resume although options changed since the checkpoint (beyond
+            run length, reporting and file locations): the change is logged and the earlier
+            config kept in ``OUT/config_history/``.
         progress_bar: show a progress bar with ETA.
         deterministic: ask torch for deterministic kernels (slower).
         attention: timm attention kernel: ``auto`` (fused SDPA on a GPU, plain softmax on the
@@ -57,6 +61,7 @@ class TrainerConfig:
     log_every_n_steps: int = 10
     seed: int = 0
     resume: str = "auto"
+    allow_config_change: bool = False
     progress_bar: bool = True
     deterministic: bool = False
     attention: str = "auto"

@@ -11,19 +11,23 @@ from pathlib import Path
 
 import lightning as L
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
-from moma.errors import CheckpointError
+from moma.errors import CheckpointError, ConfigError
 from moma.methods.base import CHECKPOINT_FORMAT_VERSION, SSLMethod
 from moma.models.attention import set_attention, use_fused_attention
-from moma.models.safe_load import read_checkpoint
+from moma.models.safe_load import one_line, read_checkpoint
+from moma.paths import output_folder
 from moma.train.atomic import AtomicCheckpointIO, atomic_write, remove_stale_temp_files
 from moma.train.compile import CompileBlocks
 from moma.train.config import TrainerConfig
 from moma.train.cpu_share import CpuShareGuard
 from moma.train.guards import RunGuard
 from moma.train.lock import RunLock
+from moma.train.resume_config import check_resume_config, history_path, history_text
+from moma.train.run_folder import set_aside_previous_run
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +195,12 @@ def fit(
     """
     use_fused_attention("cpu", cfg.attention)  # a bad option fails before anything is written
     cfg.check()
-    out_dir = Path(cfg.out_dir)
+    out_dir = output_folder(cfg.out_dir, "trainer.out_dir")
+    guard = RunGuard(last_checkpoint(out_dir), cfg.ckpt_every_n_steps)
+    try:  # before the lock: a refused option leaves no folder behind
+        trainer = build_trainer(cfg, guard, out_dir, callbacks)
+    except (MisconfigurationException, ValueError) as e:  # Lightning refused an option
+        raise ConfigError(f"trainer options: {one_line(e, 300)}") from None
     rank0 = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
     lock = RunLock(out_dir)
     if rank0:  # DDP children re-run this command: only the launching process locks
@@ -202,18 +211,29 @@ def fit(
                 log.info("removed %s (a write interrupted by a crash)", p)
     try:
         ckpt_path = _resume_path(cfg)
+        history = None
         if ckpt_path is not None:
             ckpt = read_run_checkpoint(ckpt_path, module.name)
             module.check_resume(ckpt)
-            log.info("resuming from %s (step %s)", ckpt_path, ckpt.get("global_step"))
+            old = ckpt["moma"].get("config")
+            changes = check_resume_config(ckpt_path, old, config, cfg.allow_config_change)
+            step = int(ckpt.get("global_step") or 0)
+            if changes:
+                history = (history_path(out_dir, step), history_text(old, changes, step))
+            log.info("resuming from %s (step %s)", ckpt_path, step)
             del ckpt
         module.run_config = config or {}
-        if rank0 and config is not None:
-            text = yaml.safe_dump(config, sort_keys=False)
-            atomic_write(out_dir / "config.yaml", lambda f: f.write(text.encode()))
+        if rank0:  # every check passed: now the folder changes
+            if cfg.resume == "never" and last_checkpoint(out_dir).exists():
+                set_aside_previous_run(out_dir)
+            if history is not None:
+                text = history[1]
+                atomic_write(history[0], lambda f: f.write(text.encode()))
+                log.info("the config of the earlier steps is kept in %s", history[0])
+            if config is not None:
+                text = yaml.safe_dump(config, sort_keys=False)
+                atomic_write(out_dir / "config.yaml", lambda f: f.write(text.encode()))
         seed_run(cfg.seed)
-        guard = RunGuard(last_checkpoint(out_dir), cfg.ckpt_every_n_steps)
-        trainer = build_trainer(cfg, guard, out_dir, callbacks)
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except RuntimeError as e:
