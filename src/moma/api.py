@@ -50,7 +50,7 @@ def run_command(
     command: tuple[str, ...], values: dict[str, Any], config: PathLike | None = None
 ) -> Any:
     """Parse ``values`` (dotted keys) as ``moma COMMAND`` would and run it; returns its result."""
-    from moma.cli.main import _resolve, command_parser, parse_error_message, seed_models, to_config
+    from moma.cli.main import _resolve, command_parser, parse_error_message, to_config
 
     cfg_cls, run = _resolve(command)
     parser = command_parser(cfg_cls, "moma " + " ".join(command), "")
@@ -61,8 +61,7 @@ def run_command(
     except Exception as e:  # jsonargparse.ArgumentError: unknown key, bad type, missing value
         raise ConfigError(f"moma.{command[0]}: {parse_error_message(e, [])}") from None
     cfg = to_config(cfg_cls, parser, ns)
-    seed_models(cfg)
-    return run(cfg)
+    return run(cfg)  # validates, expands paths and seeds first (moma.validation)
 
 
 def _teachers(teachers: Sequence[Any] | None) -> list | None:

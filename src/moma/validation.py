@@ -192,7 +192,13 @@ RULES: dict[str, dict[str, Rule]] = {
         "arch": optional(NOT_EMPTY),
         "out": Rule(lambda v: str(v).endswith(".safetensors"), "end in .safetensors"),
     },
-    "ReportConfig": {"runs": each(NOT_EMPTY), "num_images": POSITIVE},
+    "ReportConfig": {"runs": each(NOT_EMPTY), "num_images": POSITIVE, "map_points": POSITIVE},
+    "EmbedConfig": {
+        "backbone": NOT_EMPTY,
+        "batch_size": POSITIVE,
+        "arch": optional(NOT_EMPTY),
+        "device": optional(NOT_EMPTY),
+    },
     "QuickstartConfig": {"precision": one_of(*PRECISIONS), "seed": SEED},
     "BenchConfig": {
         "threads": optional(POSITIVE),
@@ -204,6 +210,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "batch_sweep": optional(each(POSITIVE, non_empty=False)),
         "seed": SEED,
         "attention": one_of(*ATTENTION_MODES),
+        "cache_build_batch": optional(POSITIVE),
     },
 }
 
@@ -219,6 +226,7 @@ PATH_FIELDS: dict[str, tuple[str, ...]] = {
     "EvalRunConfig": ("backbone", "out_dir"),
     "ExportConfig": ("checkpoint", "out"),
     "ReportConfig": ("runs", "out_dir"),
+    "EmbedConfig": ("backbone", "out"),
     "QuickstartConfig": ("out", "data_root"),
     "BenchConfig": ("out_dir",),
 }

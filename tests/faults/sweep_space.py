@@ -51,6 +51,8 @@ def data(img_size: str) -> dict[str, Opt]:
         "data.min_scale": Opt(("0.2", "1.0"), ("0", "1.5", "inf")),
         "data.subset": Opt(("null", "12"), ("0", "-4")),
         "data.seed": SEED,
+        "data.decode": Opt(("auto", "workers", "pil"), ("gpu", ""), ("device",)),
+        "data.num_samples": Opt(("null",), ("0", "-3")),
     }
 
 
@@ -89,6 +91,8 @@ TRAINER = {
     "trainer.progress_bar": Opt(("false",), ("2x",)),
     "trainer.deterministic": Opt(("false",), ("x",), ("true",)),
     "trainer.attention": Opt(("auto", "math", "fused"), ("slow",)),
+    "trainer.threads": Opt(("null", "1"), ("0", "-1", "x")),
+    "trainer.compile": Opt(("none",), ("fast",), ("blocks", "blocks-nograph")),
 }
 OPTIM = {
     "optim.base_lr": Opt(("1e-4", "1e-3"), ("0", "-1", "inf", "nan")),
@@ -180,6 +184,10 @@ DISTILL = Command(
         "moma.projector_layers": Opt(("1", "2"), ("-1",), ("0",)),
         "moma.projector_hidden_dim": Opt(("null", "16"), ("0",)),
         "moma.grid_mismatch": Opt(("resample",), ("x",), ("error",)),
+        "cache.views": Opt(("auto", "0", "1", "2"), ("-1", "x", "1.5")),
+        "cache.dir": Opt(("null", "{fresh}"), NOT_A_FOLDER),
+        "cache.dtype": Opt(("float16", "bfloat16", "float32"), ("int8", "")),
+        "cache.batch_size": Opt(("null", "5"), ("0", "-2")),
         **OPTIM,
         **TRAINER,
     },
@@ -313,6 +321,8 @@ REPORT = Command(
         # the data is only read for attention maps: a bad path or value may pass unread
         **{k: Opt(v.good, (), v.bad + v.maybe) for k, v in data("16").items()},
         "num_images": Opt(("1", "2"), ("0", "-1")),
+        "feature_map": Opt(("false",), ("x",), ("true",)),
+        "map_points": Opt(("5", "2000"), ("0", "-1")),
     },
 )
 QUICKSTART = Command(
@@ -359,9 +369,51 @@ BENCH = Command(
         "matmul_size": Opt(("64",), ("0",)),
         "seed": SEED,
         "attention": Opt(("auto", "math"), ("slow",)),
+        "cache_build_batch": Opt(("null", "4"), ("0", "-1")),
+        "compile": Opt(("blocks",), ("fast",), ("blocks-nograph", "none")),
+        "compile_backend": Opt(("inductor",), (), ("aot_eager", "nope")),
+    },
+)
+EMBED = Command(
+    ("embed",),
+    (
+        "--backbone={export}",
+        "--data.dataset={img}",
+        "--data.img_size=16",
+        "--out={fresh}/e.npy",
+        "--progress_bar=false",
+    ),
+    {
+        "backbone": Opt(
+            ("{run}", "{export}"),
+            ("", "{missing}", "{file}", "{fifo}"),
+            ("raw-pixels", "random-init"),
+        ),
+        "out": Opt(("{fresh}/e.npy",), ("{fresh}/e.csv", "{file}/e.npy", "")),
+        **data("16"),
+        "split": Opt(("all", "train"), ("dev",), ("val", "test")),
+        "features": Opt(("cls", "mean"), ("max",)),
+        "batch_size": Opt(("4", "512"), ("0", "-1")),
+        "precision": Opt(("32", "bf16"), ("16",)),
+        "arch": Opt(("null",), ("",), ("vit_tiny_patch16_224", "nope")),
+        "device": Opt(("null", "cpu"), ("",), ("cuda", "tpu9")),
+        "overwrite": BOOL,
+        "progress_bar": Opt(("false",), ("x",)),
     },
 )
 COMMANDS = {
     " ".join(c.argv): c
-    for c in (MAE, MOCOV3, DISTILL, KNN, LINEAR, FINETUNE, EXPORT, REPORT, QUICKSTART, BENCH)
+    for c in (
+        MAE,
+        MOCOV3,
+        DISTILL,
+        KNN,
+        LINEAR,
+        FINETUNE,
+        EXPORT,
+        REPORT,
+        QUICKSTART,
+        BENCH,
+        EMBED,
+    )  # fmt: skip
 }

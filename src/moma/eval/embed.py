@@ -256,11 +256,9 @@ def run_embed(cfg: EmbedConfig) -> EmbedResult:
     from moma.eval.baselines import resolve_backbone
     from moma.eval.embed_store import EmbeddingStore
     from moma.eval.run import dataset_name
+    from moma.validation import prepare_run
 
-    if cfg.split not in SPLITS:
-        raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {cfg.split!r}")
-    if int(cfg.batch_size) < 1:
-        raise ConfigError(f"--batch_size must be a positive integer, got {cfg.batch_size}")
+    cfg = prepare_run(cfg)  # paths expanded, values checked (split, batch size, ...)
     out = Path(cfg.out)
     if out.suffix != ".npy":
         raise ConfigError(f"--out {out}: the embeddings file must end in .npy")
