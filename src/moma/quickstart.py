@@ -67,7 +67,7 @@ BUDGETS: dict[str, Budget] = {
     # About 25 minutes on 2 idle CPU cores (measured 24m40s; RESULTS.md); 6x192 teachers, a
     # 4x192 compact student.
     "default": Budget(
-        mae_steps=600, mocov3_steps=110, distill_epochs=6, cache_views=2, batch_size=256,
+        mae_steps=600, mocov3_steps=110, distill_epochs=10, cache_views=2, batch_size=256,
         train_subset=None,
         eval_subset=20000, teacher=_vit(6, 192, 3), student_small=_vit(4, 192, 3),
         linear_epochs=30, knn_k=[20, 200],
