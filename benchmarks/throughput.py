@@ -28,10 +28,19 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def _photo(rng: object) -> object:
+    """One photo-like 500x375 PIL image: smooth colour fields plus grain."""
+    import numpy as np
+    from PIL import Image
+
+    coarse = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    arr = np.asarray(coarse.resize((500, 375), Image.Resampling.BICUBIC), np.int16)
+    return Image.fromarray(np.clip(arr + rng.integers(-12, 13, arr.shape), 0, 255).astype(np.uint8))
+
+
 def make_images(folder: Path, count: int, seed: int = 0) -> str:
     """``count`` JPEGs of 500x375 px in shards of 512 (skipped when present); the pattern."""
     import numpy as np
-    from PIL import Image
 
     per_shard = 512
     shards = (count + per_shard - 1) // per_shard
@@ -43,16 +52,30 @@ def make_images(folder: Path, count: int, seed: int = 0) -> str:
     for s in range(shards):
         with tarfile.open(folder / f"train-{s:06d}.tar", "w") as tar:
             for i in range(s * per_shard, min(count, (s + 1) * per_shard)):
-                coarse = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
-                arr = np.asarray(coarse.resize((500, 375), Image.Resampling.BICUBIC), np.int16)
-                arr = np.clip(arr + rng.integers(-12, 13, arr.shape), 0, 255).astype(np.uint8)
                 path = folder / "tmp.jpg"
-                Image.fromarray(arr).save(path, quality=90)
+                _photo(rng).save(path, quality=90)
                 tar.add(path, arcname=f"{i:08d}.jpg")
                 cls = folder / "tmp.cls"
                 cls.write_text(str(i % 1000))
                 tar.add(cls, arcname=f"{i:08d}.cls")
     return pattern
+
+
+def make_folder(folder: Path, count: int, seed: int = 0) -> str:
+    """The same kind of JPEGs as an image folder (10 class subfolders): the layout the target
+    cache reads by index (tar shards are read in order, so their teachers run live)."""
+    import numpy as np
+
+    done = folder / ".complete"
+    if done.exists():
+        return str(folder)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        sub = folder / f"c{i % 10}"
+        sub.mkdir(parents=True, exist_ok=True)
+        _photo(rng).save(sub / f"{i:08d}.jpg", quality=90)
+    done.touch()
+    return str(folder)
 
 
 def make_teachers(folder: Path) -> list[str]:
@@ -90,6 +113,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6, help="training steps per run")
     ap.add_argument("--warm", type=int, default=3, help="untimed first steps")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--layout",
+        choices=("shards", "folder"),
+        default="shards",
+        help="JPEGs in WebDataset shards, or an image folder (what the cache needs)",
+    )
     ap.add_argument("--compile", default="none", help="comma list of trainer.compile modes")
     ap.add_argument("--decode", default="auto", help="comma list of data.decode modes")
     ap.add_argument("--precision", default="bf16-mixed")
@@ -103,11 +132,14 @@ def main() -> None:
         return
     work = Path(args.work)
     t0 = time.perf_counter()
-    pattern = make_images(work / "shards", args.images)
+    if args.layout == "folder":
+        pattern = make_folder(work / "folder", args.images)
+    else:
+        pattern = make_images(work / "shards", args.images)
     teachers = make_teachers(work)
     print(f"data and teachers ready in {time.perf_counter() - t0:.0f} s", flush=True)
     lines = [
-        f"# Distillation throughput, data included ({args.images} JPEGs 500x375 in shards)",
+        f"# Distillation throughput, data included ({args.images} JPEGs 500x375, {args.layout})",
         "",
         f"    python benchmarks/throughput.py {' '.join(sys.argv[1:])}",
         "",
