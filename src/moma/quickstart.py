@@ -64,15 +64,16 @@ BUDGETS: dict[str, Budget] = {
         eval_subset=4096, teacher=_vit(2, 64, 2), student_small=_vit(2, 48, 2),
         linear_epochs=5, knn_k=[20, 200], ckpt_every_n_steps=10, map_points=500,
     ),
-    # About 25 minutes on 2 idle CPU cores (measured 24m40s; RESULTS.md); 6x192 teachers, a
-    # 4x192 compact student.
+    # About 22 minutes on 2 idle CPU cores (measured 22m04s; RESULTS.md); 6x192 teachers, a
+    # 4x192 compact student; 10 epochs was the most distillation that fit in 30 minutes.
     "default": Budget(
         mae_steps=600, mocov3_steps=110, distill_epochs=10, cache_views=2, batch_size=256,
         train_subset=None,
         eval_subset=20000, teacher=_vit(6, 192, 3), student_small=_vit(4, 192, 3),
         linear_epochs=30, knn_k=[20, 200],
     ),
-    # Real results: about 2.5 hours on 2 CPU cores (from the measured step costs), minutes on a GPU.
+    # Real results: about 80 minutes on 2 idle CPU cores (from the stage costs of the measured
+    # default run), minutes on a GPU.
     "long": Budget(
         mae_steps=4000, mocov3_steps=800, distill_epochs=20, cache_views=4, batch_size=256,
         train_subset=None, eval_subset=None, teacher=_vit(6, 192, 3),
