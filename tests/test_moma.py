@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from toy import TINY
 
 from moma.errors import ConfigError
 from moma.methods.moma import (
@@ -16,11 +17,6 @@ from moma.methods.moma import (
 )
 from moma.methods.moma_loss import MomaLoss, normalize_target
 from moma.methods.optim import build_param_groups
-from moma.models.vit import BackboneConfig
-
-TINY = BackboneConfig(
-    arch="vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2
-)
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from toy import TINY
 
 from moma.data import DataConfig, SSLDataModule
 from moma.data.keyed_views import KeyedViews, view_schedule
@@ -23,12 +24,7 @@ from moma.methods.moma import (
 )
 from moma.methods.moma_cache import StoreLookup, prepare_stores
 from moma.methods.target_store import TargetStore
-from moma.models.vit import BackboneConfig
 from moma.train import TrainerConfig
-
-TINY = BackboneConfig(
-    arch="vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2
-)
 
 
 def _folder(root: Path, n: int = 24) -> str:
