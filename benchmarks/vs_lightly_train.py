@@ -61,9 +61,8 @@ from moma.methods.optim import OptimConfig
 from moma.models.checkpoint import load_backbone, sha256_file
 from moma.models.export import export_backbone
 from moma.models.vit import BackboneConfig
+from moma.run_folder import atomic_write, read_metrics
 from moma.train import TrainerConfig
-from moma.train.atomic import atomic_write
-from moma.train.metrics import read_metrics
 
 log = logging.getLogger("vs_lightly_train")
 

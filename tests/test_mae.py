@@ -12,8 +12,8 @@ from moma.methods.mae import MAEConfig, MAEMethod, MAERunConfig
 from moma.methods.mae_loss import MAELoss, normalize_patches, patchify, unpatchify
 from moma.methods.optim import OptimConfig, build_param_groups, warmup_cosine
 from moma.models.pos_embed import sincos_2d
+from moma.run_folder import read_metrics
 from moma.train import TrainerConfig, fit, last_checkpoint
-from moma.train.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = MAEConfig(mask_ratio=0.75, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)

@@ -19,8 +19,8 @@ from moma.methods.moma import (
     build_teachers,
 )
 from moma.models.checkpoint import load_backbone
+from moma.run_folder import read_metrics
 from moma.train import TrainerConfig, fit
-from moma.train.metrics import read_metrics
 
 # family -> the teacher's input size (the 16 px views are resized to it)
 FAMILIES = {"dino": 32, "dinov2": 28, "siglip": 32}

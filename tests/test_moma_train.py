@@ -17,8 +17,8 @@ from moma.methods.moma import (
     build_student,
     build_teachers,
 )
+from moma.run_folder import read_metrics
 from moma.train import TrainerConfig, fit, last_checkpoint
-from moma.train.metrics import read_metrics
 
 checkpoint = pytest.importorskip("moma.models.checkpoint")
 

@@ -224,8 +224,8 @@ def test_moma_run_with_cache_never_calls_its_teachers(tmp_path, monkeypatch):
 
 def test_cached_run_resumed_mid_epoch_equals_the_uninterrupted_run(tmp_path, monkeypatch):
     from moma.methods.base import SSLMethod
+    from moma.run_folder import read_metrics
     from moma.train import last_checkpoint
-    from moma.train.metrics import read_metrics
 
     torch.manual_seed(0)
     teacher = tmp_path / "teacher.pth"

@@ -23,7 +23,7 @@ from typing import Literal
 
 from moma.data import DataConfig
 from moma.models.vit import BackboneConfig
-from moma.train.atomic import atomic_write
+from moma.run_folder import atomic_write_text
 from moma.train.fit import RunResult
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,7 @@ class StageLog:
         rec = self.data.setdefault(name, {"wall_time_s": 0.0})
         rec["wall_time_s"] = round(rec["wall_time_s"] + wall, 2)
         rec.update(info, done=done)
-        text = json.dumps(self.data, indent=2)
-        atomic_write(self.path, lambda f: f.write(text.encode()))
+        atomic_write_text(self.path, json.dumps(self.data, indent=2))
 
 
 def _fmt(seconds: float) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from moma.errors import ConfigError
 from moma.paths import output_folder
+from moma.run_folder import last_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def run_export(cfg: ExportConfig) -> Path:
     output_folder(out.parent, "export --out")
     src = Path(cfg.checkpoint)
     if src.is_dir():  # a run folder: its newest checkpoint
-        src = src / "checkpoints" / "last.ckpt"
+        src = last_checkpoint(src)
     model = load_backbone(src, arch=cfg.arch, format=cfg.format, trust_pickle=cfg.trust_pickle)
     arch = cfg.arch or getattr(model, "moma_arch", None) or "vit_base_patch16_224"
     out = export_backbone(model, out, arch=arch, extra={"source": str(src)})

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from moma.data.config import DataConfig, is_fashion_mnist
 from moma.errors import DataError
+from moma.integrity import content_digest
 
 
 def files_fingerprint(root: Path, files: list[str], labels: list[int] | None = None) -> str:
@@ -65,8 +66,6 @@ def dataset_fingerprint(data: object) -> str | None:
     ``ImageFileDataset``) as in :func:`files_fingerprint`. ``None`` for anything else: such
     data cannot be identified, so nothing computed from it may be cached.
     """
-    from moma.models.integrity import content_digest
-
     tensors = getattr(data, "tensors", None)
     if isinstance(tensors, tuple):  # torch.utils.data.TensorDataset
         return "tensors:" + content_digest(list(tensors))

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from moma.errors import ConfigError
 from moma.models.vit import BackboneConfig
+from moma.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +94,7 @@ def _checkpoint_meta(path: Path) -> dict:
 def backbone_file(spec: str | Path) -> Path:
     """The weights file a spec names: a file, or a run folder's export / last checkpoint."""
     path = Path(spec)
-    if path.is_dir():
-        for candidate in (path / "backbone.safetensors", path / "checkpoints" / "last.ckpt"):
-            if candidate.is_file():
-                return candidate
-        raise ConfigError(
-            f"backbone folder {path} has no backbone.safetensors or checkpoints/last.ckpt"
-        )
-    return path
+    return RunFolder(path).backbone_file() if path.is_dir() else path
 
 
 def resolve_backbone(

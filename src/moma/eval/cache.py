@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +20,8 @@ import torch
 from torch import Tensor
 
 from moma.errors import CheckpointError
-from moma.models.integrity import DIGEST_KEY, verify_digest, with_digest
+from moma.integrity import DIGEST_KEY, verify_digest, with_digest
+from moma.run_folder import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +34,8 @@ def cache_key(**parts) -> str:
 
 def save_features(path: Path, feats: Tensor, labels: Tensor, meta: dict) -> None:
     """Write ``{feats, labels, meta}`` and their sha256 atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        blob = with_digest({"feats": feats.contiguous(), "labels": labels, "meta": meta})
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    blob = with_digest({"feats": feats.contiguous(), "labels": labels, "meta": meta})
+    atomic_write(path, lambda f: torch.save(blob, f))
 
 
 def load_features(path: Path) -> tuple[Tensor, Tensor] | None:

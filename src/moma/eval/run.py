@@ -17,6 +17,8 @@ from moma.eval.config import FinetuneConfig, KnnConfig, LinearConfig
 from moma.eval.results import ROLES, check_result_name, make_record, write_result
 from moma.models.vit import BackboneConfig
 from moma.paths import output_folder
+from moma.run_folder import RunFolder
+from moma.run_folder.layout import CHECKPOINTS
 from moma.validation import validate
 
 log = logging.getLogger(__name__)
@@ -163,7 +165,7 @@ def run_eval(
     # kNN and the linear probe share one feature cache (features extracted once per backbone).
     cache_dir = None
     if getattr(cfg, "use_cache", False):
-        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out_dir / "cache" / "features"
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else RunFolder(out_dir).feature_cache
     prints = data_fingerprints(data_cfg, datasets) if cache_dir is not None else None
     if prints is None:
         cache_dir = None
@@ -315,7 +317,7 @@ def default_name(backbone: str) -> str:
     path = Path(backbone)
     if path.is_dir() or path.stem in ("backbone", "last"):
         run = path if path.is_dir() else path.parent
-        return (run.parent if run.name == "checkpoints" else run).resolve().name
+        return (run.parent if run.name == CHECKPOINTS else run).resolve().name
     return path.stem
 
 
@@ -325,7 +327,7 @@ def default_out_dir(backbone: str) -> Path:
         return Path("runs/baselines")
     path = Path(backbone)
     run = path if path.is_dir() else path.parent
-    return run.parent if run.name == "checkpoints" else run
+    return run.parent if run.name == CHECKPOINTS else run
 
 
 def _run(protocol: str, cfg: EvalRunConfig) -> dict[str, dict]:

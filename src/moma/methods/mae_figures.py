@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from moma.methods.mae_loss import NORM_PIX_EPS, patchify, unpatchify
+from moma.run_folder import atomic_write
 
 if TYPE_CHECKING:
     from moma.data.config import DataConfig
@@ -71,8 +72,6 @@ def save_reconstructions(
 ) -> Path:
     """Save a PNG grid: one column per image, rows input / masked / reconstruction + visible."""
     from matplotlib.figure import Figure
-
-    from moma.train.atomic import atomic_write
 
     out = reconstruct(model, imgs, seed)
     shown = _to_display(out["input"], mean, std)  # [N, H, W, C]

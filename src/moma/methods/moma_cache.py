@@ -29,8 +29,7 @@ from moma.errors import ConfigError
 from moma.methods.moma_config import CacheConfig
 from moma.methods.moma_teachers import TeacherTargets
 from moma.methods.target_store import StoreLayout, TargetStore, free_bytes, key_digest
-from moma.train.atomic import atomic_write
-from moma.train.lock import RunLock
+from moma.run_folder import RunFolder, RunLock, atomic_write_text
 
 if TYPE_CHECKING:
     from moma.data.datamodule import SSLDataModule
@@ -336,8 +335,8 @@ class TargetCache(L.Callback):
                 "seconds": round(pl_module.cache_build_s, 2),
                 "teachers": [{k: v for k, v in r.items() if k != "store"} for r in records],
             }
-            text = json.dumps(summary, indent=1)
-            atomic_write(self.out_dir / "target_cache.json", lambda f: f.write(text.encode()))
+            record = RunFolder(self.out_dir).target_cache_record
+            atomic_write_text(record, json.dumps(summary, indent=1))
 
 
 def precision_context(precision: str, device: torch.device) -> Callable[[], AbstractContextManager]:

@@ -23,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ from torch import nn
 from moma.errors import CheckpointError
 from moma.models.checkpoint import FORMAT_VERSION, MOMA_EXPORT_FORMAT, mlp_ratio_for
 from moma.models.vit import describe
+from moma.run_folder import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -73,30 +72,6 @@ def backbone_timm_kwargs(model: VisionTransformer) -> dict[str, Any]:
     if model.pos_embed is None:
         kw["pos_embed"] = "none"
     return kw
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync and os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable (best effort: not every filesystem allows it)
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 def export_backbone(
@@ -154,8 +129,8 @@ def export_backbone(
         sidecar = (json.dumps(meta, indent=2) + "\n").encode()
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: extra metadata is not JSON-serialisable: {e}") from None
-    _atomic_write(path, data)  # weights first: a sidecar never describes missing weights
-    _atomic_write(path.with_suffix(".json"), sidecar)
+    atomic_write(path, lambda f: f.write(data))  # weights first: a sidecar never describes
+    atomic_write(path.with_suffix(".json"), lambda f: f.write(sidecar))  # missing weights
     log.info(
         "exported backbone to %s (+ %s), sha256 %s",
         path,

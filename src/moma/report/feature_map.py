@@ -24,6 +24,7 @@ from matplotlib.lines import Line2D
 
 from moma.report.plots import save_figure
 from moma.report.table import group_models
+from moma.run_folder.layout import FEATURE_CACHE
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def _cache_entries(run_dirs: list[Path]) -> list[tuple[Path, dict]]:
 
     found = []
     for run_dir in run_dirs:
-        for path in sorted(Path(run_dir).rglob("cache/features/*.pt")):
+        for path in sorted(Path(run_dir).rglob(f"{FEATURE_CACHE}/*.pt")):
             meta = read_cache_meta(path)
             if meta is not None and meta.get("split") == "test":
                 found.append((path, meta))
