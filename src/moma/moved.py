@@ -34,6 +34,14 @@ _add("moma.train.lock", "moma.run_folder.lock", "RunLock", "LOCK_NAME")
 _add("moma.models.integrity", "moma.integrity", "DIGEST_KEY", "content_digest", "with_digest",
      "verify_digest")  # fmt: skip
 
+# The checkpoint loader re-exported its pieces' constants with ``X as X``; they are read from
+# the modules that own them now (moma.models.checkpoint keeps its public API, ``__all__``).
+_add("moma.models.checkpoint", "moma.models.checkpoint_arch", "BASE_ARCH", "MOCOV3_HEADS",
+     "TIMM_HEADS", "mlp_ratio_for")  # fmt: skip
+_add("moma.models.checkpoint", "moma.models.checkpoint_formats", "FORMAT_VERSION",
+     "METHOD_PREFIXES", "MOMA_EXPORT_FORMAT")  # fmt: skip
+_add("moma.models.checkpoint", "moma.models.checkpoint_keys", "HEAD_PREFIXES")
+
 
 def forwarder(module: str) -> Callable[[str], Any]:
     """The ``__getattr__`` of ``module``: its moved names, from their new home (warning once)."""

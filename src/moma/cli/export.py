@@ -41,7 +41,6 @@ def run_export(cfg: ExportConfig) -> Path:
     if src.is_dir():  # a run folder: its newest checkpoint
         src = last_checkpoint(src)
     model = load_backbone(src, arch=cfg.arch, format=cfg.format, trust_pickle=cfg.trust_pickle)
-    arch = cfg.arch or getattr(model, "moma_arch", None) or "vit_base_patch16_224"
-    out = export_backbone(model, out, arch=arch, extra={"source": str(src)})
+    out = export_backbone(model, out, arch=cfg.arch, extra={"source": str(src)})
     log.info("exported %s -> %s (+ %s)", src, out, out.with_suffix(".json"))
     return out

@@ -65,7 +65,7 @@ from moma.methods.moma_teachers import resample_patch_tokens as resample_patch_t
 from moma.methods.moma_teachers import teacher_names as teacher_names
 from moma.methods.moma_teachers import weights_sha256 as weights_sha256
 from moma.methods.optim import OptimConfig
-from moma.models.checkpoint_arch import BASE_ARCH
+from moma.models.checkpoint_arch import base_arch
 from moma.models.heads import build_mlp
 from moma.models.masking import MaskedOutput, forward_encoder_masked, gather_tokens
 from moma.models.vit import BackboneConfig, describe, global_feature, grid_size, has_global_feature
@@ -99,7 +99,7 @@ def build_projector(
 def backbone_config_of(vit: VisionTransformer, arch: str | None = None) -> dict:
     """The BackboneConfig fields describing ``vit`` (recorded so ``load_backbone`` can rebuild it)."""
     d = describe(vit)
-    arch = arch or BASE_ARCH.get(d["embed_dim"], "vit_base_patch16_224")
+    arch = arch or base_arch(d["embed_dim"])
     cfg = BackboneConfig(
         arch=arch,
         img_size=d["img_size"],

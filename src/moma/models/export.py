@@ -31,7 +31,8 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from moma.errors import CheckpointError
-from moma.models.checkpoint import FORMAT_VERSION, MOMA_EXPORT_FORMAT, mlp_ratio_for
+from moma.models.checkpoint_arch import base_arch, mlp_ratio_for
+from moma.models.checkpoint_formats import FORMAT_VERSION, MOMA_EXPORT_FORMAT
 from moma.models.vit import describe
 from moma.run_folder import atomic_write
 
@@ -77,7 +78,7 @@ def backbone_timm_kwargs(model: VisionTransformer) -> dict[str, Any]:
 def export_backbone(
     model: VisionTransformer,
     path: str | Path,
-    arch: str = "vit_base_patch16_224",
+    arch: str | None = None,
     extra: dict | None = None,
 ) -> Path:
     """Write ``model``'s backbone to ``path`` (``.safetensors``) and its config to ``path.with_suffix(".json")``.
@@ -87,7 +88,9 @@ def export_backbone(
     "arch": arch, "timm_kwargs": {...}, "sha256": <of the .safetensors>, **extra}``; the same JSON
     is stored in the safetensors header (key ``moma``) so the weights file alone still loads with
     :func:`~moma.models.checkpoint.load_backbone`. Both files are written atomically. ``arch``
-    names the timm base architecture; ``timm_kwargs`` override all of its sizes. Returns ``path``.
+    names the timm base architecture (default: the one of the model's width,
+    :func:`~moma.models.checkpoint_arch.base_arch`); ``timm_kwargs`` override all of its sizes.
+    Returns ``path``.
     See the module docstring for the exact ``timm.create_model`` call that loads the export.
     """
     import safetensors.torch
@@ -114,7 +117,7 @@ def export_backbone(
     meta: dict[str, Any] = {
         "format": MOMA_EXPORT_FORMAT,
         "format_version": FORMAT_VERSION,
-        "arch": arch,
+        "arch": arch or base_arch(model.embed_dim),
         "timm_kwargs": backbone_timm_kwargs(model),
     }
     header = dict(meta)

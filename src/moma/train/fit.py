@@ -246,7 +246,7 @@ def fit(
             export = export_backbone(
                 module.export_backbone(),
                 run.export,
-                arch=module.backbone_cfg.get("arch", "vit_base_patch16_224"),
+                arch=module.backbone_cfg.get("arch"),
                 extra={"method": module.name, "global_step": trainer.global_step},
             )
         return RunResult(
