@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from moma.bench import BenchConfig, run_bench
+from moma.bench import BenchConfig
 from moma.bench.flops import count_flops
+from moma.commands.bench import run_bench
 from moma.errors import ConfigError
 
 

@@ -8,9 +8,10 @@ import torch
 from safetensors.torch import load_file
 from toy import TINY, ToyData
 
+from moma.commands.distill import MomaRunConfig, StudentConfig, build_student
 from moma.errors import ConfigError
 from moma.methods.mocov3 import MoCoV3Config, MoCoV3Method
-from moma.methods.moma import MomaMethod, MomaRunConfig, StudentConfig, Teacher, build_student
+from moma.methods.moma import MomaMethod, Teacher
 from moma.methods.optim import build_optimizer, build_param_groups
 from moma.train import TrainerConfig, fit
 from moma.train import compile as compile_mod

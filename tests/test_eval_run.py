@@ -47,7 +47,7 @@ def test_run_eval_writes_results(tmp_path):
 
 
 def test_run_eval_on_an_exported_backbone(tmp_path):
-    from moma.eval.run import default_name, default_out_dir
+    from moma.commands.evaluate import default_name, default_out_dir
     from moma.models.checkpoint import sha256_file
     from moma.models.export import export_backbone
 

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 from toy import TINY, ToyTwoViewData
 
+from moma.commands.pretrain import MoCoV3RunConfig
 from moma.errors import ConfigError
-from moma.methods.mocov3 import MoCoV3Config, MoCoV3Method, MoCoV3RunConfig, cosine_momentum
+from moma.methods.mocov3 import MoCoV3Config, MoCoV3Method, cosine_momentum
 from moma.methods.mocov3_loss import MoCoV3Loss, concat_all_gather
 from moma.methods.optim import OptimConfig, build_param_groups, warmup_cosine
 from moma.models.pos_embed import sincos_2d

@@ -6,15 +6,9 @@ import pytest
 import torch
 from toy import TINY
 
+from moma.commands.distill import TeacherConfig, teacher_names
 from moma.errors import ConfigError
-from moma.methods.moma import (
-    MomaConfig,
-    MomaMethod,
-    Teacher,
-    TeacherConfig,
-    resample_patch_tokens,
-    teacher_names,
-)
+from moma.methods.moma import MomaConfig, MomaMethod, Teacher, resample_patch_tokens
 from moma.methods.moma_loss import MomaLoss, normalize_target
 from moma.methods.optim import build_param_groups
 

@@ -7,9 +7,7 @@ import pytest
 import torch
 from toy import TINY, ToyData
 
-from moma.errors import CheckpointError
-from moma.methods.moma import (
-    MomaMethod,
+from moma.commands.distill import (
     MomaRunConfig,
     StudentConfig,
     TeacherConfig,
@@ -17,6 +15,8 @@ from moma.methods.moma import (
     build_student,
     build_teachers,
 )
+from moma.errors import CheckpointError
+from moma.methods.moma import MomaMethod
 from moma.run_folder import read_metrics
 from moma.train import TrainerConfig, fit, last_checkpoint
 

@@ -9,20 +9,14 @@ import torch
 from PIL import Image
 from toy import TINY
 
+from moma.commands.distill import MomaRunConfig, StudentConfig, TeacherConfig, run_moma
 from moma.data import DataConfig, SSLDataModule
 from moma.data.keyed_views import KeyedViews, view_schedule
 from moma.data.recipes import view_recipes
 from moma.methods import moma_cache
-from moma.methods.moma import (
-    CacheConfig,
-    MomaMethod,
-    MomaRunConfig,
-    StudentConfig,
-    Teacher,
-    TeacherConfig,
-    run_moma,
-)
+from moma.methods.moma import MomaMethod, Teacher
 from moma.methods.moma_cache import StoreLookup, prepare_stores
+from moma.methods.moma_config import CacheConfig
 from moma.methods.target_store import TargetStore
 from moma.train import TrainerConfig
 
@@ -326,7 +320,7 @@ def test_streamed_folder_cache_matches_live_targets_and_trains(tmp_path, monkeyp
 
 
 def test_auto_views_cache_only_runs_that_reuse_a_view(tmp_path):
-    from moma.methods.moma_cache import AUTO_VIEWS, resolve_views
+    from moma.commands.distill import AUTO_VIEWS, resolve_views
 
     data = _folder(tmp_path / "data", 32)  # 32 images: 4 steps of 8 per epoch
 

@@ -42,6 +42,35 @@ _add("moma.models.checkpoint", "moma.models.checkpoint_formats", "FORMAT_VERSION
      "METHOD_PREFIXES", "MOMA_EXPORT_FORMAT")  # fmt: skip
 _add("moma.models.checkpoint", "moma.models.checkpoint_keys", "HEAD_PREFIXES")
 
+# The command layer (moma.commands) holds every run config and run_* function; methods/, eval/,
+# report/, bench/ and cli/ keep the pieces those runs are made of.
+_add("moma.methods.mae", "moma.commands.pretrain", "MAERunConfig", "run_mae",
+     "RECONSTRUCTIONS_FILE", "NUM_FIGURE_IMAGES")  # fmt: skip
+_add("moma.methods.mocov3", "moma.commands.pretrain", "MoCoV3RunConfig", "run_mocov3")
+_DISTILL = ("MomaRunConfig", "StudentConfig", "TeacherConfig")
+_add("moma.methods.moma_config", "moma.commands.distill", *_DISTILL)
+_add("moma.methods.moma_teachers", "moma.commands.distill", "build_teachers", "teacher_names")
+_add("moma.methods.moma_cache", "moma.commands.distill", "AUTO_VIEWS", "resolve_views",
+     "build_target_cache")  # fmt: skip
+_add("moma.methods.moma", "moma.commands.distill", *_DISTILL, "build_teachers", "teacher_names",
+     "build_student", "build_moma", "run_moma")  # fmt: skip
+_add("moma.methods.moma", "moma.methods.moma_config", "GRID_MISMATCH", "TARGETS", "CacheConfig")
+_add("moma.eval.run", "moma.commands.evaluate", "EvalRunConfig", "KnnRunConfig",
+     "LinearRunConfig", "FinetuneRunConfig", "run_knn", "run_linear", "run_finetune",
+     "default_name", "default_out_dir")  # fmt: skip
+_add("moma.eval", "moma.commands.evaluate", "EvalRunConfig", "KnnRunConfig", "LinearRunConfig",
+     "FinetuneRunConfig", "run_knn", "run_linear", "run_finetune")  # fmt: skip
+_add("moma.eval.embed", "moma.commands.embed", "run_embed")
+_add("moma.cli.export", "moma.commands.export", "ExportConfig", "run_export")
+_add("moma.report.run", "moma.commands.report", "ReportConfig", "run_report")
+_add("moma.report", "moma.commands.report", "ReportConfig", "run_report")
+_add("moma.quickstart", "moma.commands.quickstart", "BUDGETS", "Budget", "MECHANISMS",
+     "QuickstartConfig", "StageLog", "run_quickstart", "run_evals", "training_stages",
+     "verdict_lines", "write_report")  # fmt: skip
+_add("moma.bench.run", "moma.commands.bench", "run_bench")
+_add("moma.bench", "moma.commands.bench", "run_bench")
+_add("moma.cli.main", "moma.commands.record", "config_to_dict")
+
 
 def forwarder(module: str) -> Callable[[str], Any]:
     """The ``__getattr__`` of ``module``: its moved names, from their new home (warning once)."""

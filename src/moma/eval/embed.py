@@ -1,4 +1,4 @@
-"""``moma embed``: the embedding of every image of a dataset, as ``.npy`` + ``.csv``.
+"""The embedding of every image of a dataset, as ``.npy`` + ``.csv`` (``moma embed``).
 
 The features are ``moma eval``'s (:func:`moma.eval.features.iter_features`: the global feature
 or the mean of the patch tokens), streamed batch by batch into a preallocated ``.npy``
@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from moma.data.config import DataConfig
+from moma.moved import forwarder
 
 log = logging.getLogger(__name__)
+__getattr__ = forwarder(__name__)  # run_embed moved to moma.commands.embed
 
 SPLITS = ("all", "train", "val", "test")
 
@@ -247,18 +249,17 @@ def _table_writer(parts: list[_Part]):
     return write
 
 
-def run_embed(cfg: EmbedConfig) -> EmbedResult:
-    """``moma embed``: write ``OUT.npy`` + ``OUT.csv`` + ``OUT.json`` (resumable; see module)."""
-    import numpy as np
-    from tqdm.auto import tqdm
+def write_embeddings(cfg: EmbedConfig) -> EmbedResult:
+    """Write ``OUT.npy`` + ``OUT.csv`` + ``OUT.json`` for a checked config (resumable; see
+    module). ``moma embed`` (:func:`moma.commands.embed.run_embed`) validates ``cfg`` first."""
+    import numpy as np  # lazy: numpy and tqdm load with the first embedding, not with the CLI
+    from tqdm.auto import tqdm  # lazy: as numpy
 
     from moma.errors import ConfigError
     from moma.eval.baselines import resolve_backbone
     from moma.eval.embed_store import EmbeddingStore
     from moma.eval.run import dataset_name
-    from moma.validation import prepare_run
 
-    cfg = prepare_run(cfg)  # paths expanded, values checked (split, batch size, ...)
     out = Path(cfg.out)
     if out.suffix != ".npy":
         raise ConfigError(f"--out {out}: the embeddings file must end in .npy")

@@ -24,9 +24,10 @@ Checkpoints hold the student, the projectors, the optimiser and the step, never 
 their names, paths and sha256 are recorded, and resuming with a different teacher list or a
 changed teacher file is refused with a :class:`~moma.errors.CheckpointError`.
 
-This module holds the method (:class:`MomaMethod`) and the run (:func:`run_moma`); the run
-configuration lives in :mod:`moma.methods.moma_config` and the teacher helpers in
-:mod:`moma.methods.moma_teachers`, both re-exported here.
+This module holds the method (:class:`MomaMethod`); its options live in
+:mod:`moma.methods.moma_config`, the teachers' helpers in :mod:`moma.methods.moma_teachers`,
+and the run (config, builders, :func:`~moma.commands.distill.run_moma`) in
+:mod:`moma.commands.distill`.
 """
 
 from __future__ import annotations
@@ -35,8 +36,6 @@ import dataclasses
 import logging
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -45,35 +44,24 @@ from torch import Tensor, nn
 
 from moma.errors import CheckpointError, ConfigError
 from moma.methods.base import SSLMethod
-
-# The configs and the teacher helpers live in their own modules; the names are re-exported here
-# (``X as X``) because the CLI, tests, docs and benchmarks import them from this module.
-from moma.methods.moma_config import GRID_MISMATCH as GRID_MISMATCH
-from moma.methods.moma_config import TARGETS as TARGETS
-from moma.methods.moma_config import CacheConfig as CacheConfig
-from moma.methods.moma_config import MomaConfig as MomaConfig
-from moma.methods.moma_config import MomaRunConfig as MomaRunConfig
-from moma.methods.moma_config import StudentConfig as StudentConfig
-from moma.methods.moma_config import TeacherConfig as TeacherConfig
-from moma.methods.moma_config import check_moma_config as check_moma_config
+from moma.methods.moma_config import MomaConfig, check_moma_config
 from moma.methods.moma_loss import MomaLoss
-from moma.methods.moma_teachers import Teacher as Teacher
-from moma.methods.moma_teachers import TeacherTargets as TeacherTargets
-from moma.methods.moma_teachers import _img_size
-from moma.methods.moma_teachers import build_teachers as build_teachers
-from moma.methods.moma_teachers import resample_patch_tokens as resample_patch_tokens
-from moma.methods.moma_teachers import teacher_names as teacher_names
-from moma.methods.moma_teachers import weights_sha256 as weights_sha256
+from moma.methods.moma_teachers import (
+    Teacher,
+    TeacherTargets,
+    image_size,
+    resample_patch_tokens,
+    weights_sha256,
+)
 from moma.methods.optim import OptimConfig
 from moma.models.checkpoint_arch import base_arch
 from moma.models.heads import build_mlp
 from moma.models.masking import MaskedOutput, forward_encoder_masked, gather_tokens
 from moma.models.vit import BackboneConfig, describe, global_feature, grid_size, has_global_feature
-
-if TYPE_CHECKING:
-    from moma.train import RunResult
+from moma.moved import forwarder
 
 log = logging.getLogger(__name__)
+__getattr__ = forwarder(__name__)  # the run (config, builders, run_moma) is moma.commands.distill
 
 # ----------------------------------------------------------------------------- building blocks
 
@@ -176,12 +164,12 @@ class MomaMethod(SSLMethod):
             for n, t, w in zip(names, teachers, weights)
         ]
 
-        s_grid, s_img = grid_size(student), _img_size(student)
+        s_grid, s_img = grid_size(student), image_size(student)
         self._student_grid = s_grid
         self._teacher_grids: list[tuple[int, int]] = []
         self._teacher_imgs: list[tuple[int, int]] = []
         for n, t in zip(names, self.teachers):
-            t_grid, t_img = grid_size(t), _img_size(t)
+            t_grid, t_img = grid_size(t), image_size(t)
             if (t_grid != s_grid or t_img != s_img) and moma.grid_mismatch == "error":
                 raise ConfigError(
                     f"teacher {n!r} has a {t_grid[0]}x{t_grid[1]} patch grid on {t_img[0]}px "
@@ -376,74 +364,3 @@ class MomaMethod(SSLMethod):
                     then.get("path"),
                     now["path"],
                 )
-
-
-# ----------------------------------------------------------------------------- running
-
-
-def build_student(
-    cfg: StudentConfig, img_size: int | None = None
-) -> tuple[VisionTransformer, dict]:
-    """The student backbone and its BackboneConfig fields (random init or from a file).
-
-    ``img_size`` (the data's) wins over ``cfg.backbone.img_size``; a checkpoint's
-    ``pos_embed`` is resampled to it when it differs.
-    """
-    bb = cfg.backbone
-    if img_size is not None and bb.img_size != img_size:
-        log.info("student.backbone.img_size %s -> %s (the data's)", bb.img_size, img_size)
-        bb = dataclasses.replace(bb, img_size=img_size)
-    if cfg.init == "random":
-        return bb.build(), dataclasses.asdict(bb)
-    from moma.models.checkpoint import load_backbone
-
-    overrides: dict = {"drop_path_rate": bb.drop_path_rate}
-    if bb.num_heads is not None:
-        overrides["num_heads"] = bb.num_heads
-    if img_size is not None:
-        overrides["img_size"] = img_size
-    student = load_backbone(cfg.init, arch=bb.arch, format=cfg.format, **overrides)
-    log.info("student initialised from %s", cfg.init)
-    used = {**backbone_config_of(student), "drop_path_rate": bb.drop_path_rate}
-    ignored = [
-        f"{k}={getattr(bb, k)} (the file's: {used[k]})"
-        for k in ("patch_size", "depth", "embed_dim", "num_heads", "mlp_ratio")
-        if getattr(bb, k) is not None and getattr(bb, k) != used[k]
-    ]
-    if ignored:  # the file sets the architecture; say so rather than train another one
-        log.warning(
-            "student.init %s sets the student's architecture; ignored: student.backbone.%s",
-            cfg.init,
-            ", student.backbone.".join(ignored),
-        )
-    return student, used
-
-
-def build_moma(cfg: MomaRunConfig) -> MomaMethod:
-    """The MOMA module of a run config: teachers and student loaded, not yet trained."""
-    teachers = build_teachers(cfg.teachers)
-    student, bb = build_student(cfg.student, img_size=cfg.data.img_size)
-    return MomaMethod(teachers, student, cfg.moma, cfg.optim, backbone_cfg=bb)
-
-
-def run_moma(cfg: MomaRunConfig) -> RunResult:
-    """``moma distill``: train, checkpoint (resumable), export the student."""
-    from moma.cli.main import config_to_dict
-    from moma.data import SSLDataModule
-    from moma.methods.moma_cache import TargetCache, cache_dir, resolve_views
-    from moma.train import fit
-    from moma.validation import prepare_run
-
-    cfg = prepare_run(cfg)  # paths expanded, values checked, seeded before the models are built
-    module = build_moma(cfg)
-    views = resolve_views(cfg)
-    datamodule = SSLDataModule(cfg.data, views=1, augment="mae", keyed_views=views)
-    callbacks = []
-    if views:
-        root = cache_dir(cfg.cache, cfg.trainer.out_dir)
-        out = Path(cfg.trainer.out_dir)
-        cache = dataclasses.replace(cfg.cache, views=views)
-        callbacks.append(TargetCache(cache, root, out, cfg.trainer.progress_bar))
-    config = config_to_dict(cfg)
-    config["student"]["backbone"] = dict(module.backbone_cfg)  # what was built, not asked for
-    return fit(module, datamodule, cfg.trainer, config, callbacks)

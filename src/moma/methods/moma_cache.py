@@ -10,7 +10,6 @@ that share a teacher (the quickstart's mechanisms do) share its store.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -29,45 +28,19 @@ from moma.errors import ConfigError
 from moma.methods.moma_config import CacheConfig
 from moma.methods.moma_teachers import TeacherTargets
 from moma.methods.target_store import StoreLayout, TargetStore, free_bytes, key_digest
+from moma.moved import forwarder
 from moma.run_folder import RunFolder, RunLock, atomic_write_text
 
 if TYPE_CHECKING:
     from moma.data.datamodule import SSLDataModule
-    from moma.methods.moma import MomaMethod, MomaRunConfig
+    from moma.methods.moma import MomaMethod
 
 log = logging.getLogger(__name__)
+__getattr__ = forwarder(__name__)  # the cache's run entry moved to moma.commands.distill
 
 CHUNK_IMAGES = 2048  # at most this many images per chunk: the unit of resumption and checks
 MIN_CHUNKS = 16  # small data sets still get this many chunks (resumption, DDP shares)
 KEY_VERSION = 1  # bump when what a target means changes (it invalidates every store)
-
-
-AUTO_VIEWS = 2  # cache.views auto: this many views, when the run lasts longer than that
-
-
-def resolve_views(cfg: MomaRunConfig) -> int:
-    """``cache.views`` as a number: ``auto`` is `AUTO_VIEWS` when the run lasts more epochs
-    than that (the cache then saves teacher forwards), else 0 (teachers live)."""
-    from moma.data.splits import count_train_images
-
-    if cfg.cache.views != "auto":
-        return int(cfg.cache.views)
-    t = cfg.trainer
-    if t.max_steps <= 0:
-        epochs = float(t.max_epochs)
-    else:
-        n = count_train_images(cfg.data)
-        if n is None:
-            log.info("target cache off (cache.views auto): tar shards are read in order")
-            return 0
-        devices = t.devices if isinstance(t.devices, int) and t.devices > 0 else 1
-        per_step = cfg.data.batch_size * devices * t.num_nodes * t.accumulate_grad_batches
-        epochs = t.max_steps / max(1, n // per_step)
-    if epochs > AUTO_VIEWS:
-        log.info("target cache: %d views (cache.views auto; %.1f epochs)", AUTO_VIEWS, epochs)
-        return AUTO_VIEWS
-    log.info("target cache off (cache.views auto): %.1f epochs would not reuse a view", epochs)
-    return 0
 
 
 def cache_dir(cfg: CacheConfig, out_dir: str | Path) -> Path:
@@ -354,32 +327,3 @@ def run_device(accelerator: str) -> torch.device:
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return torch.device("cuda", 0)
     return torch.device("cpu")
-
-
-def build_target_cache(cfg: MomaRunConfig) -> list[dict]:
-    """Build (or check and reuse) the target stores of a distill config's teachers, without
-    training: what a ``moma distill`` with the same config would find ready. Returns the
-    per-teacher records of :func:`prepare_stores`."""
-    from moma.data.datamodule import SSLDataModule
-    from moma.methods.moma import build_moma
-    from moma.methods.moma_config import check_cache_config
-    from moma.models.attention import set_attention
-    from moma.train.fit import seed_run
-
-    check_cache_config(cfg.cache)
-    views = resolve_views(cfg)
-    if views < 1:
-        raise ConfigError(f"cache.views is {cfg.cache.views!r}: no target cache to build")
-    cfg = dataclasses.replace(cfg, cache=dataclasses.replace(cfg.cache, views=views))
-    seed_run(cfg.trainer.seed)
-    module = build_moma(cfg)
-    device = run_device(cfg.trainer.accelerator)
-    module.to(device).eval()
-    set_attention(module, device, cfg.trainer.attention)
-    dm = SSLDataModule(cfg.data, views=1, augment="mae", keyed_views=views)
-    dm.setup("fit")
-    root = cache_dir(cfg.cache, cfg.trainer.out_dir)
-    precision = precision_context(cfg.trainer.precision, device)
-    return prepare_stores(
-        module, dm, cfg.cache, root, device, precision, progress=cfg.trainer.progress_bar
-    )

@@ -23,6 +23,7 @@ from moma.paths import output_folder
 from moma.run_folder import RunFolder, RunLock, atomic_write_text, last_checkpoint
 from moma.run_folder.atomic import remove_stale_temp_files
 from moma.run_folder.layout import LOGS, TENSORBOARD, set_aside_previous_run
+from moma.seeding import seed_run
 from moma.train.checkpoint_io import AtomicCheckpointIO
 from moma.train.compile import CompileBlocks
 from moma.train.config import TrainerConfig
@@ -102,12 +103,6 @@ def _mismatch(err: Exception, show: int = 2) -> str:
     lines = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()]
     text = "; ".join(lines[:show]) + (f" (+{len(lines) - show} more)" if len(lines) > show else "")
     return " ".join(text.split())[:400] or str(err).splitlines()[0]
-
-
-def seed_run(seed: int) -> None:
-    """Seed every generator before a run builds its models, so that a randomly initialised
-    model depends on the seed alone (``fit`` seeds again before training)."""
-    L.seed_everything(int(seed), workers=True, verbose=False)
 
 
 class AttentionKernel(L.Callback):
