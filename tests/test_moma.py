@@ -144,7 +144,7 @@ def test_grid_mismatch_resamples_or_refuses():
     coarse = vit(patch_size=8)  # 2x2 grid on 16px, the student has 4x4
     both = MomaConfig(mask_ratio=0.5, targets="cls+patch")
     method = MomaMethod([Teacher(coarse, "t")], vit(), both)
-    targets = method._forward_teacher(imgs())
+    targets = method.teacher_targets(imgs())
     assert targets[0].patches.shape == (4, 16, 32)
     assert torch.isfinite(method.shared_step((imgs(), None))["loss"])
     big_input = vit(img_size=32, patch_size=8)  # same 4x4 grid, but 32px input

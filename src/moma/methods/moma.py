@@ -38,7 +38,6 @@ import warnings
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
@@ -46,13 +45,7 @@ from moma.errors import CheckpointError, ConfigError
 from moma.methods.base import SSLMethod
 from moma.methods.moma_config import MomaConfig, check_moma_config
 from moma.methods.moma_loss import MomaLoss
-from moma.methods.moma_teachers import (
-    Teacher,
-    TeacherTargets,
-    image_size,
-    resample_patch_tokens,
-    weights_sha256,
-)
+from moma.methods.moma_teachers import Teacher, TeacherBranch, TeacherTargets, image_size
 from moma.methods.optim import OptimConfig
 from moma.models.checkpoint_arch import base_arch
 from moma.models.heads import build_mlp
@@ -100,6 +93,36 @@ def backbone_config_of(vit: VisionTransformer, arch: str | None = None) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def _branch_keys_to_list_keys(module: MomaMethod, state_dict: dict, prefix: str, _meta) -> None:
+    """State-dict hook: ``branches.<name>.teacher.*`` -> ``teachers.<i>.*`` and
+    ``branches.<name>.projector.*`` -> ``projectors.<i>.*``, in the order of the lists the
+    branches replaced (student, teachers, projectors, criterion)."""
+    index = {name: i for i, name in enumerate(module.branches)}
+    head, teachers, projectors, tail = {}, {}, {}, {}
+    for k, v in state_dict.items():
+        rest = k[len(prefix) :] if k.startswith(prefix) else None
+        if rest is None or not rest.startswith("branches."):
+            (tail if teachers or projectors else head)[k] = v
+            continue
+        name, part, key = rest[len("branches.") :].split(".", 2)
+        out = teachers if part == "teacher" else projectors
+        out[f"{prefix}{part}s.{index[name]}.{key}"] = v
+    state_dict.clear()
+    state_dict.update({**head, **teachers, **projectors, **tail})
+
+
+def _list_keys_to_branch_keys(module: MomaMethod, state_dict: dict, prefix: str, *_) -> None:
+    """Load-state-dict pre-hook, the inverse of :func:`_branch_keys_to_list_keys`."""
+    names = list(module.branches)
+    for k in list(state_dict):
+        rest = k[len(prefix) :]
+        if not k.startswith(prefix) or not rest.startswith(("teachers.", "projectors.")):
+            continue
+        part, i, key = rest.split(".", 2)
+        if i.isdigit() and int(i) < len(names):
+            state_dict[f"{prefix}branches.{names[int(i)]}.{part[:-1]}.{key}"] = state_dict.pop(k)
+
+
 # ----------------------------------------------------------------------------- the method
 
 
@@ -114,8 +137,11 @@ class MomaMethod(SSLMethod):
         backbone_cfg: BackboneConfig fields of the student, recorded in checkpoints; default:
             read from ``student``.
 
-    Submodules: ``student``, ``teachers`` (``nn.ModuleList``), ``projectors`` (one per teacher,
-    ``nn.ModuleList``), ``criterion``.
+    Submodules: ``student``, ``branches`` (``nn.ModuleDict`` name -> :class:`TeacherBranch`:
+    the frozen teacher, its projector, weight, record and grid), ``criterion``. State-dict keys
+    are ``student.*``, ``teachers.<i>.*``, ``projectors.<i>.*`` (``i``: the teacher's position),
+    as before the branches existed. ``teachers`` and ``projectors`` are ``nn.ModuleList`` views
+    of the branches' modules in teacher order.
     """
 
     name = "moma"
@@ -143,33 +169,19 @@ class MomaMethod(SSLMethod):
         names = [t.name or f"teacher{i}" for i, t in enumerate(teachers)]
         if len(set(names)) != len(names):
             raise ConfigError(f"teacher names must be unique, got {names}")
+        bad = [n for n in names if not n or "." in n]
+        if bad:
+            raise ConfigError(f"teacher names must be non-empty and without '.', got {bad}")
         weights = [float(t.weight) for t in teachers]
         if any(w < 0 for w in weights) or sum(weights) <= 0:
             raise ConfigError(f"teacher weights must be >= 0 and not all 0, got {weights}")
-        self.teacher_names = names
-        self.teacher_weights = weights
 
         self.student = student
-        self.teachers = nn.ModuleList([t.model for t in teachers])
-        self.teachers.requires_grad_(False)
-        self.teachers.eval()
-        self.teacher_records = [
-            {
-                "name": n,
-                "path": t.path,
-                "sha256": t.sha256 or weights_sha256(t.model),
-                "sha256_of": "file" if t.sha256 else "weights",
-                "weight": w,
-            }
-            for n, t, w in zip(names, teachers, weights)
-        ]
-
         s_grid, s_img = grid_size(student), image_size(student)
-        self._student_grid = s_grid
-        self._teacher_grids: list[tuple[int, int]] = []
-        self._teacher_imgs: list[tuple[int, int]] = []
-        for n, t in zip(names, self.teachers):
-            t_grid, t_img = grid_size(t), image_size(t)
+        self.student_grid = s_grid
+        self.branches = nn.ModuleDict()
+        for n, t in zip(names, teachers):
+            t_grid, t_img = grid_size(t.model), image_size(t.model)
             if (t_grid != s_grid or t_img != s_img) and moma.grid_mismatch == "error":
                 raise ConfigError(
                     f"teacher {n!r} has a {t_grid[0]}x{t_grid[1]} patch grid on {t_img[0]}px "
@@ -185,44 +197,81 @@ class MomaMethod(SSLMethod):
                 )
             if t_img != s_img:
                 log.info("teacher %r: input resized from %s to its own %s", n, s_img, t_img)
-            if self.use_cls and not has_global_feature(t):
+            if self.use_cls and not has_global_feature(t.model):
                 raise ConfigError(
                     f"teacher {n!r} has no CLS token and no pooling head: use --moma.targets patch"
                 )
-            self._teacher_grids.append(t_grid)
-            self._teacher_imgs.append(t_img)
+            projector = build_projector(
+                int(moma.projector_layers),
+                int(student.embed_dim),
+                int(t.model.embed_dim),
+                moma.projector_hidden_dim,
+            )
+            try:
+                self.branches[n] = TeacherBranch(
+                    t, n, projector, s_grid, self.use_cls, self.use_patch
+                )
+            except KeyError:  # ModuleDict refuses names of its own attributes ("keys", "to" ...)
+                raise ConfigError(
+                    f"teacher name {n!r} is reserved (an attribute of torch's ModuleDict); "
+                    "give the teacher another name (--teachers.name)"
+                ) from None
         if self.use_cls and not has_global_feature(student):
             raise ConfigError(
                 "the student has no CLS token and no pooling head: use --moma.targets patch"
             )
-
-        self.projectors = nn.ModuleList(
-            [
-                build_projector(
-                    int(moma.projector_layers),
-                    int(student.embed_dim),
-                    int(t.embed_dim),
-                    moma.projector_hidden_dim,
-                )
-                for t in self.teachers
-            ]
-        )
+        # Checkpoints keep the key names of the per-teacher lists this replaced
+        # (teachers.<i>.*, projectors.<i>.*): runs started before resume, files load as before.
+        self.register_state_dict_post_hook(_branch_keys_to_list_keys)
+        self.register_load_state_dict_pre_hook(_list_keys_to_branch_keys)
         self.criterion = MomaLoss(moma.loss, moma.target_norm, moma.smooth_l1_beta)
         self.cache_build_s: float | None = None  # set by the target cache, logged once
 
     # --- frozen teachers -------------------------------------------------------------------
     def train(self, mode: bool = True) -> MomaMethod:
         """Set the training mode of the student and projectors; teachers stay in ``eval()``."""
-        super().train(mode)
-        self.teachers.eval()
+        super().train(mode)  # each branch keeps its teacher in eval()
         return self
 
     def on_fit_start(self) -> None:
         # The frozen teachers are in eval() on purpose: silence Lightning's generic warning.
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
+    # --- the branches as lists (teacher order) ----------------------------------------------
+    @property
+    def teacher_names(self) -> list[str]:
+        return list(self.branches)
+
+    @property
+    def teacher_weights(self) -> list[float]:
+        return [b.weight for b in self.branches.values()]
+
+    @property
+    def teacher_records(self) -> list[dict]:
+        """What checkpoints keep of each teacher: name, path, sha256, weight."""
+        return [b.record for b in self.branches.values()]
+
+    @property
+    def teachers(self) -> nn.ModuleList:
+        """The frozen teachers in order (a view: the modules live in ``branches``)."""
+        view = nn.ModuleList([b.teacher for b in self.branches.values()])
+        view.training = False
+        return view
+
+    @property
+    def projectors(self) -> nn.ModuleList:
+        """The projectors in teacher order (a view: the modules live in ``branches``)."""
+        view = nn.ModuleList([b.projector for b in self.branches.values()])
+        view.training = self.training
+        return view
+
+    def branch(self, i: int) -> TeacherBranch:
+        """Teacher ``i``'s branch (teacher order)."""
+        return list(self.branches.values())[i]
+
     def trainable_modules(self) -> list[nn.Module]:
-        """The optimiser sees the student and the projectors, never the teachers."""
+        """The optimiser sees the student and the projectors, never the teachers (the order of
+        the lists this replaced, so an optimiser state saved before loads as it was)."""
         return [self.student, self.projectors]
 
     def export_backbone(self) -> VisionTransformer:
@@ -230,30 +279,15 @@ class MomaMethod(SSLMethod):
         return self.student
 
     # --- stages ---------------------------------------------------------------------------
-    @torch.no_grad()
     def teacher_output(self, i: int, imgs: Tensor) -> TeacherTargets:
-        """Teacher ``i``'s final-norm tokens on the full view ``imgs [N, 3, H, W]``.
-
-        CLS ``[N, Dt]`` and/or patch tokens resampled to the student's grid ``[N, Ls, Dt]``
-        (whichever ``moma.targets`` uses). Runs under the caller's autocast.
-        """
-        teacher, t_grid, t_img = self.teachers[i], self._teacher_grids[i], self._teacher_imgs[i]
-        x = imgs
-        if tuple(x.shape[-2:]) != t_img:
-            x = F.interpolate(x, size=t_img, mode="bilinear", align_corners=False, antialias=True)
-        tokens = teacher.forward_features(x)  # [N, P + Lt, Dt]
-        cls = global_feature(teacher, tokens) if self.use_cls else None  # [N, Dt]
-        patches = None
-        if self.use_patch:
-            patches = tokens[:, teacher.num_prefix_tokens :]  # [N, Lt, Dt]
-            patches = resample_patch_tokens(patches, t_grid, self._student_grid)  # [N, Ls, Dt]
-        return TeacherTargets(cls, patches)
+        """Teacher ``i``'s final-norm tokens on the full view ``imgs [N, 3, H, W]``, no grad
+        (:meth:`TeacherBranch.targets`): CLS ``[N, Dt]`` and/or patch tokens resampled to the
+        student's grid ``[N, Ls, Dt]`` (whichever ``moma.targets`` uses)."""
+        return self.branch(i).targets(imgs)
 
     def teacher_targets(self, imgs: Tensor) -> list[TeacherTargets]:
         """Every teacher's targets on the full view (:meth:`teacher_output`), no grad."""
-        return [self.teacher_output(i, imgs) for i in range(len(self.teachers))]
-
-    _forward_teacher = teacher_targets  # the name the loss-stage split had before
+        return [b.targets(imgs) for b in self.branches.values()]
 
     def _forward_student(self, imgs: Tensor) -> MaskedOutput:
         """The student's masked forward: tokens ``[N, P + K, Ds]`` and ``ids_keep [N, K]``."""
@@ -272,9 +306,8 @@ class MomaMethod(SSLMethod):
 
         logs: dict[str, Tensor] = {}
         total = out.tokens.new_zeros((), dtype=torch.float32)
-        for name, weight, proj, tgt in zip(
-            self.teacher_names, self.teacher_weights, self.projectors, targets
-        ):
+        for branch, tgt in zip(self.branches.values(), targets):
+            name, weight, proj = branch.name, branch.weight, branch.projector
             parts: dict[str, Tensor] = {}
             if self.use_cls:
                 pred = proj(student_cls)  # [N, 1, Dt]
@@ -331,7 +364,7 @@ class MomaMethod(SSLMethod):
         """Load a state dict that may lack the teachers (training checkpoints never hold them):
         the teachers already loaded are kept; everything else is checked as usual."""
         state_dict = dict(state_dict)
-        if not any(k.startswith("teachers.") for k in state_dict):
+        if not any(k.startswith(("teachers.", "branches.")) for k in state_dict):
             state_dict.update(self.teachers.state_dict(prefix="teachers."))
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 

@@ -65,25 +65,25 @@ def teacher_key(
     return {
         "version": KEY_VERSION,
         "teacher_sha256": module.teacher_records[i]["sha256"],
-        "teacher_input": list(module._teacher_imgs[i]),
+        "teacher_input": list(module.branch(i).img_size),
         "data": split_fingerprint(dm.cfg, "train"),
         "view_recipe": dm.keyed_description(),
         "views": int(cfg.views),
         "kinds": kinds,
         # patch targets are stored on the student's grid
-        "patch_grid": list(module._student_grid) if module.use_patch else None,
+        "patch_grid": list(module.student_grid) if module.use_patch else None,
         "compute": compute,
         "dtype": cfg.dtype,
     }
 
 
 def _layout(module: MomaMethod, i: int, num_images: int, cfg: CacheConfig) -> StoreLayout:
-    dim = int(module.teachers[i].embed_dim)
+    dim = int(module.branch(i).teacher.embed_dim)
     kinds: dict[str, tuple[int, ...]] = {}
     if module.use_cls:
         kinds["cls"] = (dim,)
     if module.use_patch:
-        h, w = module._student_grid
+        h, w = module.student_grid
         kinds["patch"] = (h * w, dim)
     # A function of the data size alone: a store built by one process is reused by N.
     chunk = min(CHUNK_IMAGES, max(1, -(-num_images // MIN_CHUNKS)))
