@@ -17,10 +17,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from moma import __version__
 from moma.errors import ConfigError, MomaError
 from moma.moved import forwarder
 from moma.paths import regular_file, user_path
 from moma.threads import configure_openmp
+from moma.validation import expand_paths, validate
 
 __getattr__ = forwarder(__name__)  # config_to_dict moved to moma.commands.record
 
@@ -143,7 +145,6 @@ def build_parser():
 
 
 def _version() -> str:
-    from moma import __version__
 
     return f"moma {__version__}"
 
@@ -260,8 +261,6 @@ def main(argv: list[str] | None = None) -> int:
         cfg_cls, run = resolve_command(path)
         sub_parser = command_parser(cfg_cls, "moma " + " ".join(path), "")
         if sub_ns.get("print_config"):
-            from moma.validation import expand_paths, validate
-
             # a config that a run would refuse is refused here too, not printed as if valid
             validate(expand_paths(to_config(cfg_cls, sub_parser, sub_ns)))
             clean = sub_ns.clone()

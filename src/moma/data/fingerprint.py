@@ -20,7 +20,9 @@ import hashlib
 import os
 from pathlib import Path
 
+from moma.data import fashion_mnist
 from moma.data.config import DataConfig, is_fashion_mnist
+from moma.data.splits import folder_split
 from moma.errors import DataError
 from moma.integrity import content_digest
 
@@ -42,8 +44,6 @@ def files_fingerprint(root: Path, files: list[str], labels: list[int] | None = N
 def split_fingerprint(cfg: DataConfig, split: str) -> str:
     """The fingerprint of ``split`` of ``cfg``'s dataset (``subset`` applied to train)."""
     if is_fashion_mnist(cfg):
-        from moma.data import fashion_mnist
-
         root = fashion_mnist.find_root(cfg.root)
         stems = fashion_mnist.split_files(split)
         found = [fashion_mnist.find_file(root, s) for s in stems]
@@ -52,7 +52,6 @@ def split_fingerprint(cfg: DataConfig, split: str) -> str:
         files = [str(f) for f in found]
         subset = cfg.subset if split == "train" else None
         return files_fingerprint(root, files) + f":fashion_mnist:{split}:{subset}"
-    from moma.data.splits import folder_split
 
     listing = folder_split(cfg, split)
     return files_fingerprint(listing.root, listing.files, listing.labels)

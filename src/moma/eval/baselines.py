@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from moma.errors import ConfigError
+from moma.models.checkpoint import load_backbone, sha256_file
 from moma.models.vit import BackboneConfig
 from moma.run_folder import RunFolder
 
@@ -128,7 +129,6 @@ def resolve_backbone(
         raise ConfigError(
             f"backbone {spec!r} is neither a file nor one of the baselines {', '.join(BASELINES)}"
         )
-    from moma.models.checkpoint import load_backbone, sha256_file
 
     digest = sha256_file(path)
     model = load_backbone(path, arch=arch, **overrides)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from moma.errors import CheckpointError
+from moma.eval.features import extract_features
 from moma.integrity import DIGEST_KEY, verify_digest, with_digest
 from moma.run_folder import atomic_write
 
@@ -107,7 +108,6 @@ def split_features(
     split by its own data); without it, or without ``cache_dir``, nothing is cached.
     Returns ``({split: (feats [N, D], labels [N])}, cache hits)``.
     """
-    from moma.eval.features import extract_features
 
     use_cache = cache_dir is not None and cache_parts is not None
     out: dict[str, tuple[Tensor, Tensor]] = {}

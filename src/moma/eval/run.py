@@ -9,9 +9,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from moma.data import load_split, num_classes
+from moma.data.fingerprint import dataset_fingerprint, split_fingerprint
 from moma.errors import ConfigError
 from moma.eval.baselines import RawPixels, ResolvedBackbone, resolve_backbone
 from moma.eval.config import FinetuneConfig, KnnConfig, LinearConfig
+from moma.eval.features import iterate_batches
+from moma.eval.finetune import finetune_eval
+from moma.eval.knn import knn_eval
+from moma.eval.linear import linear_eval
 from moma.eval.results import ROLES, check_result_name, make_record, write_result
 from moma.models.vit import BackboneConfig
 from moma.moved import forwarder
@@ -39,7 +45,6 @@ def data_fingerprints(data_cfg: Any, datasets: tuple | None) -> dict[str, str] |
     """``{"train": ..., "test": ...}`` content fingerprints of the evaluation data, the
     feature cache's key (never the dataset's path: a folder edited in place is a new key);
     ``None`` when the data cannot be identified (then nothing is cached)."""
-    from moma.data.fingerprint import dataset_fingerprint, split_fingerprint
 
     if datasets is None:
         return {split: split_fingerprint(data_cfg, split) for split in ("train", "test")}
@@ -55,7 +60,6 @@ def _load_data(data_cfg: Any, datasets: tuple | None) -> tuple[Any, Any, int | N
     if datasets is not None:
         train, test = datasets
         return train, test, None
-    from moma.data import load_split, num_classes
 
     return load_split(data_cfg, "train"), load_split(data_cfg, "test"), num_classes(data_cfg)
 
@@ -170,8 +174,6 @@ def run_eval(
         cache_dir = None
     parts = {"backbone": bb.identity, "data": prints, "img_size": img_size}
     if protocol == "knn":
-        from moma.eval.knn import knn_eval
-
         res = knn_eval(bb.model, train, test, cfg, n_classes, device, cache_dir, parts)
         wall = time.perf_counter() - t0
         for k, top1 in res.top1.items():
@@ -191,8 +193,6 @@ def run_eval(
                 **more,
             )
     elif protocol == "linear":
-        from moma.eval.linear import linear_eval
-
         res = linear_eval(bb.model, train, test, cfg, n_classes, device, cache_dir, parts, seed)
         records["linear"] = make_record(
             value=res.top1,
@@ -210,8 +210,6 @@ def run_eval(
             **more,
         )
     else:
-        from moma.eval.finetune import finetune_eval
-
         if n_classes is None:
             n_classes = _num_classes_from(train, test)
         res = finetune_eval(bb.model, train, test, n_classes, cfg, device, seed)
@@ -241,7 +239,6 @@ def run_eval(
 
 def _num_classes_from(*datasets: Any) -> int:
     """``max label + 1`` over datasets (used when no data config says it)."""
-    from moma.eval.features import iterate_batches
 
     top = 0
     for d in datasets:

@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import CSVLogger
 from moma.errors import CheckpointError, ConfigError
 from moma.methods.base import CHECKPOINT_FORMAT_VERSION, SSLMethod
 from moma.models.attention import set_attention, use_fused_attention
+from moma.models.export import export_backbone
 from moma.models.safe_load import one_line, read_checkpoint
 from moma.paths import output_folder
 from moma.run_folder import RunFolder, RunLock, atomic_write_text, last_checkpoint
@@ -236,8 +237,6 @@ def fit(
             raise
         export = None
         if trainer.is_global_zero and not guard.interrupted:
-            from moma.models.export import export_backbone
-
             export = export_backbone(
                 module.export_backbone(),
                 run.export,
