@@ -1,7 +1,7 @@
 """A 2-process DDP MOMA run (CPU, gloo) completes and its student loads with load_backbone.
 
 Lightning's ``ddp`` launcher re-executes the current command for each extra process
-(DESIGN.md section 6), so the run is the ``moma distill`` command in a subprocess.
+(docs/DESIGN.md, section 6), so the run is the ``moma distill`` command in a subprocess.
 """
 
 import dataclasses

@@ -12,7 +12,7 @@ from moma.run_folder import RunFolder, atomic_write_text
 
 ROLES = ("baseline", "teacher", "student")
 
-#: Keys every result JSON has (DESIGN/ARCHITECTURE contract); extras come after them.
+#: Keys every result JSON has (docs/ARCHITECTURE.md, "Shared contracts"); extras come after them.
 RESULT_KEYS = (
     "metric",
     "value",

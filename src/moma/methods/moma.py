@@ -1,6 +1,6 @@
 """MOMA distillation (arXiv 2302.02089): frozen self-supervised teachers, masked student.
 
-One step (DESIGN.md section 1):
+One step (docs/DESIGN.md, section 1):
 
 1. Every teacher (frozen, ``eval()``, ``no_grad``) runs ``forward_features`` on the full,
    unmasked view: its final-norm CLS token and patch tokens are the targets (one forward per

@@ -24,7 +24,7 @@ __getattr__ = forwarder(__name__)  # the run config moved to moma.commands.disti
 
 @dataclass
 class MomaConfig:
-    """MOMA options (DESIGN.md section 1); every choice the paper leaves open.
+    """MOMA options (docs/DESIGN.md, section 1); every choice the paper leaves open.
 
     Attributes:
         mask_ratio: fraction of the student's patch tokens dropped, in [0, 0.98].

@@ -1,4 +1,5 @@
-"""Load ViT backbones safely from the checkpoint formats a user brings (DESIGN.md section 2).
+"""Load ViT backbones safely from the checkpoint formats a user brings (docs/DESIGN.md,
+section 2).
 
 Formats (``format=`` of :func:`load_backbone`):
 
