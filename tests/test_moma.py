@@ -8,8 +8,9 @@ from toy import TINY
 
 from moma.commands.distill import TeacherConfig, teacher_names
 from moma.errors import ConfigError
-from moma.methods.moma import MomaConfig, MomaMethod, Teacher, resample_patch_tokens
+from moma.methods.moma import MomaConfig, MomaMethod, Teacher
 from moma.methods.moma_loss import MomaLoss, normalize_target
+from moma.methods.moma_teachers import resample_patch_tokens
 from moma.methods.optim import build_param_groups
 
 

@@ -55,6 +55,7 @@ _add("moma.methods.moma_cache", "moma.commands.distill", "AUTO_VIEWS", "resolve_
 _add("moma.methods.moma", "moma.commands.distill", *_DISTILL, "build_teachers", "teacher_names",
      "build_student", "build_moma", "run_moma")  # fmt: skip
 _add("moma.methods.moma", "moma.methods.moma_config", "GRID_MISMATCH", "TARGETS", "CacheConfig")
+_add("moma.methods.moma", "moma.methods.moma_teachers", "resample_patch_tokens", "weights_sha256")
 _add("moma.eval.run", "moma.commands.evaluate", "EvalRunConfig", "KnnRunConfig",
      "LinearRunConfig", "FinetuneRunConfig", "run_knn", "run_linear", "run_finetune",
      "default_name", "default_out_dir")  # fmt: skip
