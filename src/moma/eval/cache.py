@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+import moma.eval.features as eval_features  # an attribute: tests replace extract_features
 from moma.errors import CheckpointError
-from moma.eval.features import extract_features
 from moma.integrity import DIGEST_KEY, verify_digest, with_digest
 from moma.run_folder import atomic_write
 
@@ -124,7 +124,7 @@ def split_features(
         feats, labels, hit = cached_features(
             cache_dir if use_cache else None,
             parts,
-            lambda data=data: extract_features(
+            lambda data=data: eval_features.extract_features(
                 model, data, features=features, batch_size=batch_size, precision=precision,
                 device=device,
             ),

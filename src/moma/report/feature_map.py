@@ -22,13 +22,13 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+import moma.eval.features as eval_features  # an attribute: tests replace extract_features
 from moma.data import load_split
 from moma.data.config import is_fashion_mnist
 from moma.data.fashion_mnist import CLASSES
 from moma.data.folders import class_names, dataset_dir
 from moma.eval.baselines import RAW_PIXELS, RawPixels
 from moma.eval.cache import load_features, read_cache_meta
-from moma.eval.features import extract_features
 from moma.eval.run import dataset_name
 from moma.models.checkpoint import load_backbone
 from moma.report.plots import save_figure
@@ -93,7 +93,7 @@ def _computed(rec: dict, model: Any, test: Any, idx: np.ndarray) -> tuple[np.nda
     from torch.utils.data import Subset
 
     features = "cls" if rec.get("features") == "pixels" else str(rec.get("features", "cls"))
-    feats, labels = extract_features(
+    feats, labels = eval_features.extract_features(
         model, Subset(test, idx.tolist()), features=features, batch_size=256,
         precision=str(rec.get("precision", "bf16")),  # as the evaluation extracted them
     )  # fmt: skip
