@@ -31,9 +31,10 @@ import statistics
 import time
 from pathlib import Path
 
+from moma.commands.distill import MomaRunConfig, StudentConfig, TeacherConfig, run_moma
 from moma.data import DataConfig
 from moma.eval.run import run_eval
-from moma.methods.moma import CacheConfig, MomaRunConfig, StudentConfig, TeacherConfig, run_moma
+from moma.methods.moma_config import CacheConfig
 from moma.methods.optim import OptimConfig
 from moma.models.vit import BackboneConfig
 from moma.train import TrainerConfig

@@ -43,8 +43,9 @@ def measure(folder: Path, images: int, backbone: Path, out: Path) -> dict:
     """Run ``moma embed`` on the first ``images`` of the folder in this process."""
     import torch
 
+    from moma.commands.embed import run_embed
     from moma.data import DataConfig
-    from moma.eval.embed import EmbedConfig, run_embed
+    from moma.eval.embed import EmbedConfig
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2)))
     cfg = EmbedConfig(

@@ -52,18 +52,18 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
+from moma.commands.distill import MomaRunConfig, StudentConfig, TeacherConfig, run_moma
 from moma.data import DataConfig, load_split
 from moma.data.splits import dataset_stats, fashion_mnist_split
 from moma.errors import ConfigError, MomaError
 from moma.eval.run import run_eval
-from moma.methods.moma import CacheConfig, MomaRunConfig, StudentConfig, TeacherConfig, run_moma
+from moma.methods.moma_config import CacheConfig
 from moma.methods.optim import OptimConfig
 from moma.models.checkpoint import load_backbone, sha256_file
 from moma.models.export import export_backbone
 from moma.models.vit import BackboneConfig
+from moma.run_folder import atomic_write, read_metrics
 from moma.train import TrainerConfig
-from moma.train.atomic import atomic_write
-from moma.train.metrics import read_metrics
 
 log = logging.getLogger("vs_lightly_train")
 

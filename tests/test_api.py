@@ -9,8 +9,8 @@ import pytest
 
 import moma
 from moma.cli.main import command_parser, to_config
+from moma.commands.distill import MomaRunConfig, TeacherConfig
 from moma.errors import ConfigError
-from moma.methods.moma import MomaRunConfig, TeacherConfig
 
 CONFIG = "configs/moma/fashion_mnist_both_to_random.yaml"
 
@@ -18,9 +18,9 @@ CONFIG = "configs/moma/fashion_mnist_both_to_random.yaml"
 @pytest.fixture
 def captured(monkeypatch):
     """Replace each command's run function by one that records the config it gets."""
-    import moma.eval.embed as embed_mod
-    import moma.methods.mae as mae_mod
-    import moma.methods.moma as moma_mod
+    import moma.commands.distill as moma_mod
+    import moma.commands.embed as embed_mod
+    import moma.commands.pretrain as mae_mod
 
     got: list = []
     for mod, fn in ((moma_mod, "run_moma"), (mae_mod, "run_mae"), (embed_mod, "run_embed")):

@@ -2,13 +2,11 @@
 
 import pytest
 import torch
+from toy import TINY
 
 from moma.errors import ConfigError
 from moma.models.attention import attention_kernel, set_attention, use_fused_attention
-from moma.models.vit import BackboneConfig
 from moma.train.fit import AttentionKernel
-
-TINY = BackboneConfig(img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2)
 
 
 def flags(model):
@@ -51,7 +49,6 @@ def test_feature_extraction_restores_the_flags():
 
 
 def test_a_bad_attention_option_fails_before_anything_is_written(tmp_path):
-    from toy import TINY as TOY_VIT
     from toy import ToyData
 
     from moma.methods.mae import MAEConfig, MAEMethod
@@ -61,5 +58,5 @@ def test_a_bad_attention_option_fails_before_anything_is_written(tmp_path):
     out = tmp_path / "run"
     cfg = TrainerConfig(out_dir=str(out), max_steps=1, attention="flash", progress_bar=False)
     with pytest.raises(ConfigError, match="attention must be one of"):
-        fit(MAEMethod(mae, TOY_VIT), ToyData(n=8, batch_size=4), cfg)
+        fit(MAEMethod(mae, TINY), ToyData(n=8, batch_size=4), cfg)
     assert not out.exists()

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from moma.bench import BenchConfig, run_bench
+from moma.bench import BenchConfig
 from moma.bench.flops import count_flops
+from moma.commands.bench import run_bench
 from moma.errors import ConfigError
-from moma.models.vit import BackboneConfig
 
 
 @pytest.fixture
@@ -69,10 +69,8 @@ def test_bench_tiny_writes_table_and_json(tmp_path, one_thread, capsys):
     assert "## Targets" in md and "| MOMA step, 2 teachers" in md
 
 
-def test_flops_count_attention_on_cpu():
-    vit = BackboneConfig(
-        arch="vit_tiny_patch16_224", img_size=16, patch_size=4, depth=1, embed_dim=32, num_heads=2
-    ).build()
+def test_flops_count_attention_on_cpu(tiny_vit):
+    vit = tiny_vit(depth=1)
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         total = count_flops(lambda: vit.forward_features(x))

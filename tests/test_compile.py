@@ -6,20 +6,16 @@ import copy
 import pytest
 import torch
 from safetensors.torch import load_file
-from toy import ToyData
+from toy import TINY, ToyData
 
+from moma.commands.distill import MomaRunConfig, StudentConfig, build_student
 from moma.errors import ConfigError
 from moma.methods.mocov3 import MoCoV3Config, MoCoV3Method
-from moma.methods.moma import MomaMethod, MomaRunConfig, StudentConfig, Teacher, build_student
+from moma.methods.moma import MomaMethod, Teacher
 from moma.methods.optim import build_optimizer, build_param_groups
-from moma.models.vit import BackboneConfig
 from moma.train import TrainerConfig, fit
 from moma.train import compile as compile_mod
 from moma.train.compile import compile_blocks, transformer_blocks, uncompile_blocks
-
-TINY = BackboneConfig(
-    arch="vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2
-)
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ from moma.data.device_views import CropBatch, JpegBatch
 from moma.data.recipes import CROP_RATIO
 from moma.data.shards import expand_shards, is_shard_spec
 from moma.errors import ConfigError, DataError
-from moma.train.metrics import read_metrics
+from moma.run_folder import read_metrics
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

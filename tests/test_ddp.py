@@ -2,7 +2,7 @@
 
 Lightning's ``ddp`` launcher re-executes the current command for each extra process, so the
 runs happen in a small script launched in a subprocess, never inside pytest's own process
-(DESIGN.md section 6).
+(docs/DESIGN.md, section 6).
 """
 
 import json

@@ -13,9 +13,10 @@ from PIL import Image
 from toy import TINY
 
 from moma.cli.main import main
+from moma.commands.embed import run_embed
 from moma.data import DataConfig, load_split
 from moma.errors import DataError
-from moma.eval.embed import EmbedConfig, run_embed
+from moma.eval.embed import EmbedConfig
 from moma.eval.embed_store import EmbeddingStore
 from moma.eval.features import extract_features
 from moma.models.checkpoint import load_backbone

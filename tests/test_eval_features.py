@@ -7,9 +7,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from moma.errors import ConfigError
 from moma.eval.baselines import RawPixels, random_init_backbone, resolve_backbone
 from moma.eval.features import extract_features
-from moma.models.vit import BackboneConfig, create_vit
-
-TINY = {"img_size": 16, "patch_size": 4, "depth": 2, "embed_dim": 32, "num_heads": 2}
 
 
 def _data(n=10):
@@ -17,8 +14,8 @@ def _data(n=10):
     return TensorDataset(torch.randn(n, 3, 16, 16, generator=g), torch.arange(n) % 3)
 
 
-def test_cls_and_mean_features_match_forward_features():
-    vit = create_vit("vit_tiny_patch16_224", **TINY)
+def test_cls_and_mean_features_match_forward_features(tiny_vit):
+    vit = tiny_vit()
     data = _data()
     x, y = data.tensors
     with torch.no_grad():
@@ -32,8 +29,8 @@ def test_cls_and_mean_features_match_forward_features():
     assert vit.training  # mode restored
 
 
-def test_loader_in_ram_and_bf16_paths_agree():
-    vit = create_vit("vit_tiny_patch16_224", **TINY)
+def test_loader_in_ram_and_bf16_paths_agree(tiny_vit):
+    vit = tiny_vit()
     data = _data()
 
     class InRam(torch.utils.data.Dataset):
@@ -52,11 +49,11 @@ def test_loader_in_ram_and_bf16_paths_agree():
     assert c.dtype == torch.float32 and torch.allclose(a, c, atol=0.1)
 
 
-def test_raw_pixels_and_random_init_baselines():
+def test_raw_pixels_and_random_init_baselines(tiny):
     data = _data(4)
     feats, _ = extract_features(RawPixels(), data, "cls", precision="32")
     assert torch.equal(feats, data.tensors[0].flatten(1))
-    cfg = BackboneConfig(**TINY)
+    cfg = tiny
     a, b = random_init_backbone(cfg, seed=3), random_init_backbone(cfg, seed=3)
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
     rb = resolve_backbone("random-init", cfg, seed=3)

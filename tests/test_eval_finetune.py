@@ -6,9 +6,6 @@ from torch.utils.data import TensorDataset
 
 from moma.eval.config import FinetuneConfig
 from moma.eval.finetune import finetune_eval, layer_decay_param_groups, prepare_classifier
-from moma.models.vit import create_vit
-
-TINY = {"img_size": 16, "patch_size": 4, "depth": 2, "embed_dim": 32, "num_heads": 2}
 
 
 def _layer_id(name: str, depth: int) -> int:
@@ -19,8 +16,8 @@ def _layer_id(name: str, depth: int) -> int:
     return depth + 1  # final norm, head
 
 
-def test_layer_decay_groups_have_expected_rates():
-    model = prepare_classifier(create_vit("vit_tiny_patch16_224", **TINY), 5, "cls", 0.1)
+def test_layer_decay_groups_have_expected_rates(tiny_vit):
+    model = prepare_classifier(tiny_vit(), 5, "cls", 0.1)
     lr, decay, num_layers = 1e-3, 0.75, 2 + 1
     groups = layer_decay_param_groups(model, lr, weight_decay=0.05, layer_decay=decay)
     lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
@@ -34,8 +31,8 @@ def test_layer_decay_groups_have_expected_rates():
     assert {round(g["lr"] / lr, 6) for g in groups} == {round(decay**i, 6) for i in range(4)}
 
 
-def test_two_step_finetune_runs_and_leaves_backbone_alone():
-    vit = create_vit("vit_tiny_patch16_224", **TINY)
+def test_two_step_finetune_runs_and_leaves_backbone_alone(tiny_vit):
+    vit = tiny_vit()
     before = {k: v.clone() for k, v in vit.state_dict().items()}
     g = torch.Generator().manual_seed(0)
     train = TensorDataset(torch.randn(16, 3, 16, 16, generator=g), torch.arange(16) % 4)

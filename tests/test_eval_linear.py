@@ -5,9 +5,6 @@ from torch.utils.data import TensorDataset
 
 from moma.eval.config import LinearConfig
 from moma.eval.linear import linear_eval, train_linear_probe
-from moma.models.vit import create_vit
-
-TINY = {"img_size": 16, "patch_size": 4, "depth": 2, "embed_dim": 32, "num_heads": 2}
 
 
 def test_probe_separates_linearly_separable_features():
@@ -26,8 +23,8 @@ def test_probe_separates_linearly_separable_features():
     assert res.losses[-1] < res.losses[0]
 
 
-def test_linear_eval_caches_and_keeps_backbone_bit_identical(tmp_path):
-    vit = create_vit("vit_tiny_patch16_224", **TINY)
+def test_linear_eval_caches_and_keeps_backbone_bit_identical(tmp_path, tiny_vit):
+    vit = tiny_vit()
     before = {k: v.clone() for k, v in vit.state_dict().items()}
     g = torch.Generator().manual_seed(1)
     train = TensorDataset(torch.randn(24, 3, 16, 16, generator=g), torch.arange(24) % 3)

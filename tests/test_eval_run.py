@@ -5,13 +5,11 @@ import json
 import pytest
 import torch
 from torch.utils.data import TensorDataset
+from toy import TINY
 
 from moma.errors import ConfigError
 from moma.eval.results import RESULT_KEYS
 from moma.eval.run import run_eval
-from moma.models.vit import BackboneConfig
-
-TINY = BackboneConfig(img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2)
 
 
 def _datasets():
@@ -49,7 +47,7 @@ def test_run_eval_writes_results(tmp_path):
 
 
 def test_run_eval_on_an_exported_backbone(tmp_path):
-    from moma.eval.run import default_name, default_out_dir
+    from moma.commands.evaluate import default_name, default_out_dir
     from moma.models.checkpoint import sha256_file
     from moma.models.export import export_backbone
 

@@ -7,13 +7,14 @@ import pytest
 import torch
 from toy import TINY, ToyData
 
+from moma.commands.pretrain import MAERunConfig
 from moma.data import DataConfig
-from moma.methods.mae import MAEConfig, MAEMethod, MAERunConfig
+from moma.methods.mae import MAEConfig, MAEMethod
 from moma.methods.mae_loss import MAELoss, normalize_patches, patchify, unpatchify
 from moma.methods.optim import OptimConfig, build_param_groups, warmup_cosine
 from moma.models.pos_embed import sincos_2d
+from moma.run_folder import read_metrics
 from moma.train import TrainerConfig, fit, last_checkpoint
-from moma.train.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = MAEConfig(mask_ratio=0.75, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
@@ -259,8 +260,8 @@ def test_python_api_run_seeds_before_building_the_model(monkeypatch, tmp_path):
     not on what drew random numbers before (the CLI used to be the only one to seed)."""
     from types import SimpleNamespace
 
-    import moma.train
-    from moma.methods.mae import run_mae
+    import moma.commands.pretrain
+    from moma.commands.pretrain import run_mae
 
     seen = []
 
@@ -268,7 +269,7 @@ def test_python_api_run_seeds_before_building_the_model(monkeypatch, tmp_path):
         seen.append(torch.cat([p.detach().flatten() for p in module.parameters()]))
         return SimpleNamespace(export=None)
 
-    monkeypatch.setattr(moma.train, "fit", fake_fit)
+    monkeypatch.setattr(moma.commands.pretrain, "fit", fake_fit)
     data = DataConfig(img_size=TINY.img_size)  # the encoder's size (prepare_run checks it)
     cfg = MAERunConfig(data=data, backbone=TINY, mae=SMALL, trainer=_trainer(tmp_path, seed=3))
     for earlier in (1, 2):

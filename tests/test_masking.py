@@ -1,5 +1,6 @@
 import pytest
 import torch
+from toy import TINY
 
 from moma.models.masking import (
     embed_tokens,
@@ -8,9 +9,6 @@ from moma.models.masking import (
     num_kept,
     random_masking,
 )
-from moma.models.vit import BackboneConfig
-
-TINY = BackboneConfig(img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2)
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,14 @@ import torch
 from torch import nn
 from toy import TINY, ToyTwoViewData
 
+from moma.commands.pretrain import MoCoV3RunConfig
 from moma.errors import ConfigError
-from moma.methods.mocov3 import MoCoV3Config, MoCoV3Method, MoCoV3RunConfig, cosine_momentum
+from moma.methods.mocov3 import MoCoV3Config, MoCoV3Method, cosine_momentum
 from moma.methods.mocov3_loss import MoCoV3Loss, concat_all_gather
 from moma.methods.optim import OptimConfig, build_param_groups, warmup_cosine
 from moma.models.pos_embed import sincos_2d
+from moma.run_folder import read_metrics
 from moma.train import TrainerConfig, fit, last_checkpoint
-from moma.train.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = MoCoV3Config(proj_hidden_dim=64, proj_dim=16, pred_hidden_dim=64)

@@ -4,23 +4,14 @@ import copy
 
 import pytest
 import torch
+from toy import TINY
 
+from moma.commands.distill import TeacherConfig, teacher_names
 from moma.errors import ConfigError
-from moma.methods.moma import (
-    MomaConfig,
-    MomaMethod,
-    Teacher,
-    TeacherConfig,
-    resample_patch_tokens,
-    teacher_names,
-)
+from moma.methods.moma import MomaConfig, MomaMethod, Teacher
 from moma.methods.moma_loss import MomaLoss, normalize_target
+from moma.methods.moma_teachers import resample_patch_tokens
 from moma.methods.optim import build_param_groups
-from moma.models.vit import BackboneConfig
-
-TINY = BackboneConfig(
-    arch="vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2
-)
 
 
 @pytest.fixture(autouse=True)
@@ -154,7 +145,7 @@ def test_grid_mismatch_resamples_or_refuses():
     coarse = vit(patch_size=8)  # 2x2 grid on 16px, the student has 4x4
     both = MomaConfig(mask_ratio=0.5, targets="cls+patch")
     method = MomaMethod([Teacher(coarse, "t")], vit(), both)
-    targets = method._forward_teacher(imgs())
+    targets = method.teacher_targets(imgs())
     assert targets[0].patches.shape == (4, 16, 32)
     assert torch.isfinite(method.shared_step((imgs(), None))["loss"])
     big_input = vit(img_size=32, patch_size=8)  # same 4x4 grid, but 32px input

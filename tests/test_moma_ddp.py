@@ -1,7 +1,7 @@
 """A 2-process DDP MOMA run (CPU, gloo) completes and its student loads with load_backbone.
 
 Lightning's ``ddp`` launcher re-executes the current command for each extra process
-(DESIGN.md section 6), so the run is the ``moma distill`` command in a subprocess.
+(docs/DESIGN.md, section 6), so the run is the ``moma distill`` command in a subprocess.
 """
 
 import dataclasses
@@ -18,11 +18,8 @@ pytest.importorskip("moma.data")
 checkpoint = pytest.importorskip("moma.models.checkpoint")
 pytest.importorskip("moma.models.export")
 
-from moma.models.vit import BackboneConfig  # noqa: E402
+from toy import TINY  # noqa: E402
 
-TINY = BackboneConfig(
-    arch="vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2
-)
 REPO = Path(__file__).resolve().parents[1]
 
 

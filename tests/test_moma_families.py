@@ -9,18 +9,11 @@ import torch
 from families import write_family
 from toy import TINY, ToyData, needs_fashion_mnist
 
-from moma.methods.moma import (
-    MomaConfig,
-    MomaMethod,
-    StudentConfig,
-    Teacher,
-    TeacherConfig,
-    build_student,
-    build_teachers,
-)
+from moma.commands.distill import StudentConfig, TeacherConfig, build_student, build_teachers
+from moma.methods.moma import MomaConfig, MomaMethod, Teacher
 from moma.models.checkpoint import load_backbone
+from moma.run_folder import read_metrics
 from moma.train import TrainerConfig, fit
-from moma.train.metrics import read_metrics
 
 # family -> the teacher's input size (the 16 px views are resized to it)
 FAMILIES = {"dino": 32, "dinov2": 28, "siglip": 32}

@@ -5,11 +5,9 @@ import importlib
 
 import pytest
 import torch
-from toy import ToyData
+from toy import TINY, ToyData
 
-from moma.errors import CheckpointError
-from moma.methods.moma import (
-    MomaMethod,
+from moma.commands.distill import (
     MomaRunConfig,
     StudentConfig,
     TeacherConfig,
@@ -17,15 +15,13 @@ from moma.methods.moma import (
     build_student,
     build_teachers,
 )
-from moma.models.vit import BackboneConfig
+from moma.errors import CheckpointError
+from moma.methods.moma import MomaMethod
+from moma.run_folder import read_metrics
 from moma.train import TrainerConfig, fit, last_checkpoint
-from moma.train.metrics import read_metrics
 
 checkpoint = pytest.importorskip("moma.models.checkpoint")
 
-TINY = BackboneConfig(
-    arch="vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2
-)
 FMNIST_TEACHERS = {
     "runs/fmnist/mae/backbone.safetensors": "mae.pth",
     "runs/fmnist/mocov3/backbone.safetensors": "mocov3.pth",

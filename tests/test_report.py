@@ -6,12 +6,9 @@ import torch
 from PIL import Image
 
 from moma.models.masking import embed_tokens
-from moma.models.vit import create_vit
 from moma.report import build_report, format_table
 from moma.report.attention import cls_attention, last_block_attention
 from moma.report.gather import find_loss_curves
-
-TINY = {"img_size": 16, "patch_size": 4, "depth": 2, "embed_dim": 32, "num_heads": 2}
 
 RESULTS = [
     ("knn-k20", "raw pixels", "baseline", 84.9),
@@ -86,10 +83,10 @@ def test_format_table_groups_roles_and_orders_protocols():
     assert format_table([]) == "_no results_\n"
 
 
-def test_build_report_writes_table_and_pngs(tmp_path):
+def test_build_report_writes_table_and_pngs(tmp_path, tiny_vit):
     runs = _fake_runs(tmp_path)
     out = tmp_path / "report"
-    vit = create_vit("vit_tiny_patch16_224", **TINY)
+    vit = tiny_vit()
     images = torch.randn(3, 3, 16, 16)
     path = build_report(runs, out, title="Test report", backbones={"tiny": vit}, images=images)
     text = path.read_text()
@@ -113,8 +110,8 @@ def test_build_report_writes_table_and_pngs(tmp_path):
         assert f.stat().st_size > 5_000, rel
 
 
-def test_manual_attention_reproduces_the_block():
-    vit = create_vit("vit_tiny_patch16_224", **TINY).eval()
+def test_manual_attention_reproduces_the_block(tiny_vit):
+    vit = tiny_vit().eval()
     x = torch.randn(2, 3, 16, 16)
     weights, tokens_in = last_block_attention(vit, x)
     assert weights.shape == (2, 2, 17, 17)

@@ -9,8 +9,8 @@ from toy import TINY
 from moma.data import DataConfig, SSLDataModule
 from moma.methods.mae import MAEConfig, MAEMethod
 from moma.methods.optim import OptimConfig
+from moma.run_folder import read_metrics
 from moma.train import TrainerConfig, fit, last_checkpoint
-from moma.train.metrics import read_metrics
 
 SMALL = MAEConfig(mask_ratio=0.75, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
 

@@ -7,28 +7,18 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from toy import TINY
 
+from moma.commands.distill import MomaRunConfig, StudentConfig, TeacherConfig, run_moma
 from moma.data import DataConfig, SSLDataModule
 from moma.data.keyed_views import KeyedViews, view_schedule
 from moma.data.recipes import view_recipes
 from moma.methods import moma_cache
-from moma.methods.moma import (
-    CacheConfig,
-    MomaMethod,
-    MomaRunConfig,
-    StudentConfig,
-    Teacher,
-    TeacherConfig,
-    run_moma,
-)
+from moma.methods.moma import MomaMethod, Teacher
 from moma.methods.moma_cache import StoreLookup, prepare_stores
+from moma.methods.moma_config import CacheConfig
 from moma.methods.target_store import TargetStore
-from moma.models.vit import BackboneConfig
 from moma.train import TrainerConfig
-
-TINY = BackboneConfig(
-    arch="vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2
-)
 
 
 def _folder(root: Path, n: int = 24) -> str:
@@ -228,8 +218,8 @@ def test_moma_run_with_cache_never_calls_its_teachers(tmp_path, monkeypatch):
 
 def test_cached_run_resumed_mid_epoch_equals_the_uninterrupted_run(tmp_path, monkeypatch):
     from moma.methods.base import SSLMethod
+    from moma.run_folder import read_metrics
     from moma.train import last_checkpoint
-    from moma.train.metrics import read_metrics
 
     torch.manual_seed(0)
     teacher = tmp_path / "teacher.pth"
@@ -330,7 +320,7 @@ def test_streamed_folder_cache_matches_live_targets_and_trains(tmp_path, monkeyp
 
 
 def test_auto_views_cache_only_runs_that_reuse_a_view(tmp_path):
-    from moma.methods.moma_cache import AUTO_VIEWS, resolve_views
+    from moma.commands.distill import AUTO_VIEWS, resolve_views
 
     data = _folder(tmp_path / "data", 32)  # 32 images: 4 steps of 8 per epoch
 

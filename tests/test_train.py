@@ -8,9 +8,8 @@ import torch
 from toy import ToyData, ToyMethod
 
 from moma.errors import TrainingError
+from moma.run_folder import RunLock, read_metrics
 from moma.train import TrainerConfig, fit, last_checkpoint
-from moma.train.lock import RunLock
-from moma.train.metrics import read_metrics
 
 pytest.importorskip("moma.models.export")
 

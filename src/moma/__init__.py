@@ -18,19 +18,19 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # Lazy: `import moma` stays cheap (the CLI's --help should not import torch twice over).
     if name in ("BackboneConfig", "create_vit"):
-        from moma.models import vit
+        from moma.models import vit  # lazy: `import moma` must not import torch
 
         return getattr(vit, name)
     if name == "load_backbone":
-        from moma.models.checkpoint import load_backbone
+        from moma.models.checkpoint import load_backbone  # lazy: as above
 
         return load_backbone
     if name in ("distill", "embed", "pretrain"):
-        from moma import api
+        from moma import api  # lazy: as above
 
         return getattr(api, name)
     if name == "export_backbone":
-        from moma.models.export import export_backbone
+        from moma.models.export import export_backbone  # lazy: as above
 
         return export_backbone
     raise AttributeError(f"module 'moma' has no attribute {name!r}")

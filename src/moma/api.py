@@ -36,13 +36,13 @@ def _flatten(key: str, value: Any, out: dict[str, Any]) -> None:
 
 def _options(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """The named arguments with ``overrides`` on top, as dotted keys (``None`` = not set)."""
-    from moma.cli.main import _plain
+    from moma.commands.record import plain  # lazy: `import moma` must not import torch
 
     out: dict[str, Any] = {}
     for source in (values, overrides):
         for key, value in source.items():
             if value is not None:
-                _flatten(key, _plain(value), out)
+                _flatten(key, plain(value), out)
     return out
 
 
@@ -50,9 +50,14 @@ def run_command(
     command: tuple[str, ...], values: dict[str, Any], config: PathLike | None = None
 ) -> Any:
     """Parse ``values`` (dotted keys) as ``moma COMMAND`` would and run it; returns its result."""
-    from moma.cli.main import _resolve, command_parser, parse_error_message, to_config
+    from moma.cli.main import (  # lazy: as above
+        command_parser,
+        parse_error_message,
+        resolve_command,
+        to_config,
+    )
 
-    cfg_cls, run = _resolve(command)
+    cfg_cls, run = resolve_command(command)
     parser = command_parser(cfg_cls, "moma " + " ".join(command), "")
     # the config file first: the values after it override it, as on the command line
     obj = {"config": os.fspath(config), **values} if config is not None else dict(values)

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from moma.errors import ConfigError
 from moma.paths import user_path
+from moma.seeding import seed_run
 
 T = TypeVar("T")
 
@@ -233,12 +234,6 @@ PATH_FIELDS: dict[str, tuple[str, ...]] = {
 
 
 # --------------------------------------------------------------- cross-field checks
-def _check_data(cfg: Any, where: str) -> None:
-    from moma.data.config import check_config
-
-    check_config(cfg)
-
-
 def _check_backbone(cfg: Any, where: str) -> None:
     if cfg.embed_dim is not None and cfg.num_heads is not None and cfg.embed_dim % cfg.num_heads:
         raise ConfigError(
@@ -252,12 +247,6 @@ def _check_backbone(cfg: Any, where: str) -> None:
     vits = {m for module in VIT_MODULES for m in timm.list_models(module=module)}
     if cfg.arch not in vits:
         raise ConfigError(f"{where}arch {cfg.arch!r} is not a timm VisionTransformer")
-
-
-def _check_moma(cfg: Any, where: str) -> None:
-    from moma.methods.moma_config import check_moma_config
-
-    check_moma_config(cfg)
 
 
 def _check_moma_run(cfg: Any, where: str) -> None:
@@ -317,37 +306,17 @@ def _check_eval(cfg: Any, where: str) -> None:
         raise ConfigError(f"{where}device {cfg.device!r}: no CUDA GPU is visible to torch")
 
 
-def _check_quickstart(cfg: Any, where: str) -> None:
-    from pathlib import Path
-
-    from moma.data.config import DataConfig
-    from moma.quickstart import BUDGETS, training_stages
-
-    out = Path(cfg.out)
-    known = [*training_stages(cfg, BUDGETS[cfg.budget], out, DataConfig()), "eval", "report"]
-    unknown = sorted(set(cfg.stages) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}stages: unknown stage(s) {unknown}; known: {known}")
-
-
-def _check_bench(cfg: Any, where: str) -> None:
-    from moma.bench.presets import get_presets
-    from moma.bench.run import _check, precisions_of
-
-    _check(cfg)  # the bench's own rules (groups, counts, mask ratios)
-    precisions_of(cfg.precision)
-    get_presets(cfg.sizes)
-
-
 def _method_check(cfg: Any, where: str) -> None:
-    cfg.check()  # MAEConfig / MoCoV3Config keep their own rules
+    # The config class keeps its own rules (MAEConfig, MomaConfig, DataConfig, BenchConfig,
+    # QuickstartConfig ...): this ground-level module never imports the floors they live on.
+    cfg.check()
 
 
 #: class name -> check of several fields together (after each field passed its own rules).
 CLASS_CHECKS: dict[str, Callable[[Any, str], None]] = {
-    "DataConfig": _check_data,
+    "DataConfig": _method_check,
     "BackboneConfig": _check_backbone,
-    "MomaConfig": _check_moma,
+    "MomaConfig": _method_check,
     "MAEConfig": _method_check,
     "MoCoV3Config": _method_check,
     "MomaRunConfig": _check_moma_run,
@@ -356,8 +325,8 @@ CLASS_CHECKS: dict[str, Callable[[Any, str], None]] = {
     "FinetuneConfig": _check_finetune,
     "EvalRunConfig": _check_eval,
     "FinetuneRunConfig": _check_finetune_run,
-    "QuickstartConfig": _check_quickstart,
-    "BenchConfig": _check_bench,
+    "QuickstartConfig": _method_check,
+    "BenchConfig": _method_check,
 }
 
 
@@ -477,7 +446,5 @@ def prepare_run(cfg: T) -> T:
     validate(cfg)
     seed = getattr(getattr(cfg, "trainer", None), "seed", None)
     if seed is not None:
-        from moma.train.fit import seed_run
-
         seed_run(seed)  # before the run builds its models
     return cfg

@@ -10,13 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from toy import TINY
 
 from faults.runs import FASHION_MNIST, distill_args
 from moma.models.vit import BackboneConfig
-
-TINY = BackboneConfig(
-    arch="vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, embed_dim=32, num_heads=2
-)
 
 
 @pytest.fixture(autouse=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import yaml
 
+from moma.integrity import DIGEST_KEY, content_digest
 from moma.methods.base import CHECKPOINT_FORMAT_VERSION
 from moma.models.checkpoint import load_backbone
-from moma.models.integrity import DIGEST_KEY, content_digest
 from moma.models.safe_load import sha256_file
 from moma.train import last_checkpoint
 from moma.train.fit import read_run_checkpoint

@@ -30,8 +30,8 @@ import torch
 from faults.conftest import save_teacher
 from faults.runs import TRACEBACK, Deadline, deadline, error_lines, two_classes
 from faults.sweep_space import COMMANDS, Command, Opt
-from moma.cli.main import _resolve
 from moma.cli.main import main as moma_main
+from moma.cli.main import resolve_command
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -232,7 +232,7 @@ def _fields(cls: type, prefix: str = "") -> set[str]:
         if dataclasses.is_dataclass(t):
             out |= _fields(type(t), f"{prefix}{f.name}.")
         elif f.name == "teachers":
-            from moma.methods.moma import TeacherConfig
+            from moma.commands.distill import TeacherConfig
 
             out |= _fields(TeacherConfig, f"{prefix}teachers.")
         else:
@@ -245,6 +245,6 @@ def test_sweep_covers_every_option():
     from moma.cli.main import COMMANDS as CLI
 
     for path in CLI:
-        cfg_cls, _ = _resolve(path)
+        cfg_cls, _ = resolve_command(path)
         missing = _fields(cfg_cls) - set(COMMANDS[" ".join(path)].options)
         assert not missing, f"moma {' '.join(path)}: no sweep values for {sorted(missing)}"

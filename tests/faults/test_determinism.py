@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from moma.cli.main import main
+from moma.run_folder import read_metrics
 from moma.train import last_checkpoint
-from moma.train.metrics import read_metrics
 
 
 def test_same_config_and_seed_give_identical_losses(tmp_path, distill):

@@ -14,8 +14,8 @@ from toy import ToyData, ToyMethod
 from faults.runs import TRACEBACK, error_lines
 from moma.cli.main import main
 from moma.errors import CheckpointError
+from moma.run_folder.atomic import stale_temp_files
 from moma.train import TrainerConfig, fit, last_checkpoint
-from moma.train.atomic import stale_temp_files
 from moma.train.fit import read_run_checkpoint
 
 
@@ -108,3 +108,41 @@ def test_real_full_filesystem_keeps_the_previous_checkpoint(tmp_path, small_fs, 
     assert read_run_checkpoint(ckpt, "toy")["global_step"] == 2
     assert not stale_temp_files(ckpt.parent)
     assert not (out / ".moma.lock").exists()
+
+
+def test_fake_enospc_during_an_export_keeps_the_previous_one(tmp_path, monkeypatch, tiny_vit):
+    """An export goes through the same writer as a checkpoint: on a full disk the same one-line
+    error, the previous export (weights and sidecar) intact, no temp file left."""
+    from moma.models.export import export_backbone
+
+    path = export_backbone(tiny_vit(), tmp_path / "backbone.safetensors")
+    sidecar = path.with_suffix(".json")
+    before = path.read_bytes(), sidecar.read_bytes()
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        """A file whose write stores part of its bytes, then hits ENOSPC."""
+
+        def __init__(self, f) -> None:
+            self.f = f
+
+        def write(self, data) -> int:
+            self.f.write(bytes(data)[:100])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.f.close()
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: FullDisk(real_fdopen(fd, *a, **k)))
+    with pytest.raises(CheckpointError) as info:
+        export_backbone(tiny_vit(depth=1), path)
+    monkeypatch.setattr(os, "fdopen", real_fdopen)
+    assert str(info.value) == f"could not write {path}: disk full; the previous file is intact"
+    assert (path.read_bytes(), sidecar.read_bytes()) == before
+    assert not stale_temp_files(tmp_path)

@@ -18,8 +18,8 @@ from toy import ToyData, ToyMethod
 
 from faults.runs import attempt_steps, logged_up_to, start_cli, start_toy, wait_until
 from moma.cli.main import main
+from moma.run_folder.atomic import stale_temp_files
 from moma.train import TrainerConfig, fit, last_checkpoint
-from moma.train.atomic import stale_temp_files
 from moma.train.fit import read_run_checkpoint
 
 

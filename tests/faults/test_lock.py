@@ -51,7 +51,7 @@ def test_second_run_is_refused_while_the_first_lives_then_takes_the_stale_lock_o
         progress_bar=False,
         log_every_n_steps=1,
     )
-    with caplog.at_level(logging.WARNING, logger="moma.train.lock"):
+    with caplog.at_level(logging.WARNING, logger="moma.run_folder.lock"):
         result = fit(ToyMethod(), ToyData(), cfg)
     assert f"taking over the stale lock {out / '.moma.lock'} (process {first.pid} is gone)" in (
         caplog.text

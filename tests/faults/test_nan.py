@@ -11,10 +11,10 @@ from toy import ToyData, ToyMethod
 from faults.runs import TRACEBACK, attempt_steps, error_lines
 from moma.cli.main import main
 from moma.errors import TrainingError
+from moma.run_folder import read_metrics
+from moma.run_folder.atomic import stale_temp_files
 from moma.train import TrainerConfig, fit, last_checkpoint
-from moma.train.atomic import stale_temp_files
 from moma.train.fit import read_run_checkpoint
-from moma.train.metrics import read_metrics
 
 
 def _finite(ckpt: dict) -> bool:

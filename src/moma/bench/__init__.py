@@ -1,5 +1,11 @@
-"""``moma bench``: images/s, FLOPs and FLOP/s of every training step and of the data pipeline."""
+"""``moma bench``: images/s, FLOPs and FLOP/s of every training step and of the data pipeline.
 
-from moma.bench.run import BenchConfig, run_bench
+The command itself (``run_bench``) is :mod:`moma.commands.bench`; this old path still imports
+it, warning once.
+"""
 
-__all__ = ["BenchConfig", "run_bench"]
+from moma.bench.run import BenchConfig, run_benchmark
+from moma.moved import forwarder
+
+__all__ = ["BenchConfig", "run_benchmark"]
+__getattr__ = forwarder(__name__)

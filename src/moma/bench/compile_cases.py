@@ -69,7 +69,7 @@ def compile_cases(
             flops=False,
             extra=extra,
         )
-        teacher = module.teachers[0]
+        teacher = module.branch(0).teacher
 
         def forward(teacher=teacher) -> Tensor:
             with torch.inference_mode(), autocast(device, precision):

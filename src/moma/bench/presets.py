@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from moma.errors import ConfigError
 from moma.methods.mae import MAEConfig
 from moma.methods.mocov3 import MoCoV3Config
 from moma.models.vit import BackboneConfig
@@ -139,8 +140,6 @@ def get_presets(sizes: str) -> list[SizePreset]:
     names = [s.strip() for s in str(sizes).split(",") if s.strip()]
     unknown = [n for n in names if n not in PRESETS]
     if not names or unknown:
-        from moma.errors import ConfigError
-
         raise ConfigError(
             f"bench sizes must be a comma list of {', '.join(PRESETS)}, got {sizes!r}"
         )

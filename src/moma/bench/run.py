@@ -41,8 +41,11 @@ from moma.bench.targets import check_targets, epoch_costs
 from moma.bench.timing import Timing, time_interleaved, time_steps
 from moma.errors import ConfigError
 from moma.models.attention import use_fused_attention
+from moma.moved import forwarder
+from moma.paths import output_folder
 
 log = logging.getLogger(__name__)
+__getattr__ = forwarder(__name__)  # run_bench moved to moma.commands.bench
 
 GROUPS = ("teacher", "student", "moma", "mae", "mocov3", "batch", "cache", "data", "compile")
 # compile only when asked: inductor takes minutes on a CPU
@@ -106,6 +109,13 @@ class BenchConfig:
     attention: str = "auto"
     compile: str = "blocks"
     compile_backend: str = "inductor"
+
+    def check(self) -> None:
+        """The bench's own rules (groups, counts, mask ratios, precision, sizes), naming the
+        option (raises `ConfigError`)."""
+        _check(self)
+        precisions_of(self.precision)
+        get_presets(self.sizes)
 
 
 _DEFAULT_SWEEPS = {"fmnist": [32, 64, 128], "224": [4, 8], "tiny": []}
@@ -397,15 +407,13 @@ def _timm_attention(fused: bool) -> Iterator[None]:
         set_fused_attn(before)
 
 
-def run_bench(cfg: BenchConfig) -> dict:
-    """Run the benchmark, write ``OUT/bench.md`` and ``OUT/bench.json``, print the table.
+def run_benchmark(cfg: BenchConfig) -> dict:
+    """Run the benchmark of a checked config, write ``OUT/bench.md`` and ``OUT/bench.json``,
+    print the table (``moma bench`` is :func:`moma.commands.bench.run_bench`).
 
     Returns the result: ``command``, ``machine``, ``config``, ``rows`` (one per case),
     ``targets`` and ``epochs``.
     """
-    from moma.validation import prepare_run
-
-    cfg = prepare_run(cfg)
     device = resolve_device(cfg.device)
     with _timm_attention(use_fused_attention(device, cfg.attention)):
         return _run_bench(cfg, device)
@@ -421,8 +429,6 @@ def _run_bench(cfg: BenchConfig, device: torch.device) -> dict:
     machine = machine_info(device)
     log.info("bench on %s, %s, %d torch threads", machine["device"], machine["cpu"],
              machine["threads"])  # fmt: skip
-
-    from moma.paths import output_folder
 
     out = output_folder(cfg.out_dir, "out_dir")
     out.mkdir(parents=True, exist_ok=True)

@@ -11,16 +11,20 @@ import dataclasses
 import errno
 import importlib
 import logging
-import os
 import re
 import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from moma import __version__
 from moma.errors import ConfigError, MomaError
+from moma.moved import forwarder
 from moma.paths import regular_file, user_path
 from moma.threads import configure_openmp
+from moma.validation import expand_paths, validate
+
+__getattr__ = forwarder(__name__)  # config_to_dict moved to moma.commands.record
 
 # OS errors a user's environment or paths cause: printed as one line, never as a traceback
 # (a last resort: options name themselves where moma checks them first).
@@ -29,58 +33,70 @@ _USER_OS_ERRORS = {
     errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP,  # paths
 }  # fmt: skip
 
-# subcommand path -> (module, config class, run function, help)
+# subcommand path -> (command module, config class, run function, help); the modules are
+# imported when the parser is built (moma.commands: one module per command)
 COMMANDS: dict[tuple[str, ...], tuple[str, str, str, str]] = {
     ("pretrain", "mae"): (
-        "moma.methods.mae",
+        "moma.commands.pretrain",
         "MAERunConfig",
         "run_mae",
         "pre-train an MAE teacher",
     ),
     ("pretrain", "mocov3"): (
-        "moma.methods.mocov3",
+        "moma.commands.pretrain",
         "MoCoV3RunConfig",
         "run_mocov3",
         "pre-train a MoCo v3 teacher",
     ),
-    ("distill",): ("moma.methods.moma", "MomaRunConfig", "run_moma", "MOMA distillation"),
+    ("distill",): ("moma.commands.distill", "MomaRunConfig", "run_moma", "MOMA distillation"),
     ("eval", "knn"): (
-        "moma.eval.run",
+        "moma.commands.evaluate",
         "KnnRunConfig",
         "run_knn",
         "weighted kNN on frozen features",
     ),
-    ("eval", "linear"): ("moma.eval.run", "LinearRunConfig", "run_linear", "linear probe"),
+    ("eval", "linear"): ("moma.commands.evaluate", "LinearRunConfig", "run_linear", "linear probe"),
     ("eval", "finetune"): (
-        "moma.eval.run",
+        "moma.commands.evaluate",
         "FinetuneRunConfig",
         "run_finetune",
         "full fine-tuning",
     ),
     ("embed",): (
-        "moma.eval.embed",
+        "moma.commands.embed",
         "EmbedConfig",
         "run_embed",
         "embeddings of every image (.npy + .csv)",
     ),
     ("export",): (
-        "moma.cli.export",
+        "moma.commands.export",
         "ExportConfig",
         "run_export",
         "write a timm-loadable backbone",
     ),
-    ("report",): ("moma.report.run", "ReportConfig", "run_report", "table + plots from results"),
+    ("report",): (
+        "moma.commands.report",
+        "ReportConfig",
+        "run_report",
+        "table + plots from results",
+    ),
     ("quickstart",): (
-        "moma.quickstart",
+        "moma.commands.quickstart",
         "QuickstartConfig",
         "run_quickstart",
         "the whole comparison",
     ),
-    ("bench",): ("moma.bench.run", "BenchConfig", "run_bench", "throughput and FLOP/s benchmark"),
+    ("bench",): (
+        "moma.commands.bench",
+        "BenchConfig",
+        "run_bench",
+        "throughput and FLOP/s benchmark",
+    ),
 }
 
 
-def _resolve(path: tuple[str, ...]) -> tuple[type, Callable[[Any], Any]]:
+def resolve_command(path: tuple[str, ...]) -> tuple[type, Callable[[Any], Any]]:
+    """The config class and run function of ``moma PATH`` (imports its command module)."""
     mod_name, cfg_name, fn_name, _ = COMMANDS[path]
     mod = importlib.import_module(mod_name)
     return getattr(mod, cfg_name), getattr(mod, fn_name)
@@ -113,7 +129,7 @@ def build_parser():
     subs = root.add_subcommands(dest="command", required=True)
     groups: dict[str, Any] = {}
     for path, (_, _, _, help_) in COMMANDS.items():
-        cfg_cls, _ = _resolve(path)
+        cfg_cls, _ = resolve_command(path)
         prog = "moma " + " ".join(path)
         parser = command_parser(cfg_cls, prog, help_)
         if len(path) == 1:
@@ -129,7 +145,6 @@ def build_parser():
 
 
 def _version() -> str:
-    from moma import __version__
 
     return f"moma {__version__}"
 
@@ -148,23 +163,6 @@ def to_config(cfg_cls: type, parser, sub_ns) -> Any:
     ns = parser.instantiate(sub_ns) if hasattr(parser, "instantiate") else sub_ns
     fields = {f.name for f in dataclasses.fields(cfg_cls)}
     return cfg_cls(**{k: v for k, v in vars(ns).items() if k in fields})
-
-
-def config_to_dict(cfg: Any) -> dict:
-    """A config dataclass as plain data (what checkpoints and ``config.yaml`` store)."""
-    return _plain(dataclasses.asdict(cfg))
-
-
-def _plain(x: Any) -> Any:
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        x = dataclasses.asdict(x)
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_plain(v) for v in x]
-    if isinstance(x, os.PathLike):
-        return os.fspath(x)
-    return x
 
 
 def parse_error_message(err: BaseException, argv: list[str]) -> str:
@@ -260,11 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # jsonargparse.ArgumentError: unknown key, bad type ...
             raise MomaError(parse_error_message(e, argv)) from None
         path, sub_ns = _selected(ns)
-        cfg_cls, run = _resolve(path)
+        cfg_cls, run = resolve_command(path)
         sub_parser = command_parser(cfg_cls, "moma " + " ".join(path), "")
         if sub_ns.get("print_config"):
-            from moma.validation import expand_paths, validate
-
             # a config that a run would refuse is refused here too, not printed as if valid
             validate(expand_paths(to_config(cfg_cls, sub_parser, sub_ns)))
             clean = sub_ns.clone()

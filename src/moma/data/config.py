@@ -57,6 +57,10 @@ class DataConfig:
     decode: str = "auto"
     num_samples: int | None = None
 
+    def check(self) -> None:
+        """Refuse option values that cannot work (:func:`check_config`)."""
+        check_config(self)
+
 
 def is_fashion_mnist(cfg: DataConfig) -> bool:
     """True when ``cfg.dataset`` names Fashion-MNIST rather than an image folder."""

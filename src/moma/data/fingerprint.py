@@ -20,8 +20,11 @@ import hashlib
 import os
 from pathlib import Path
 
+from moma.data import fashion_mnist
 from moma.data.config import DataConfig, is_fashion_mnist
+from moma.data.splits import folder_split
 from moma.errors import DataError
+from moma.integrity import content_digest
 
 
 def files_fingerprint(root: Path, files: list[str], labels: list[int] | None = None) -> str:
@@ -41,8 +44,6 @@ def files_fingerprint(root: Path, files: list[str], labels: list[int] | None = N
 def split_fingerprint(cfg: DataConfig, split: str) -> str:
     """The fingerprint of ``split`` of ``cfg``'s dataset (``subset`` applied to train)."""
     if is_fashion_mnist(cfg):
-        from moma.data import fashion_mnist
-
         root = fashion_mnist.find_root(cfg.root)
         stems = fashion_mnist.split_files(split)
         found = [fashion_mnist.find_file(root, s) for s in stems]
@@ -51,7 +52,6 @@ def split_fingerprint(cfg: DataConfig, split: str) -> str:
         files = [str(f) for f in found]
         subset = cfg.subset if split == "train" else None
         return files_fingerprint(root, files) + f":fashion_mnist:{split}:{subset}"
-    from moma.data.splits import folder_split
 
     listing = folder_split(cfg, split)
     return files_fingerprint(listing.root, listing.files, listing.labels)
@@ -65,8 +65,6 @@ def dataset_fingerprint(data: object) -> str | None:
     ``ImageFileDataset``) as in :func:`files_fingerprint`. ``None`` for anything else: such
     data cannot be identified, so nothing computed from it may be cached.
     """
-    from moma.models.integrity import content_digest
-
     tensors = getattr(data, "tensors", None)
     if isinstance(tensors, tuple):  # torch.utils.data.TensorDataset
         return "tensors:" + content_digest(list(tensors))

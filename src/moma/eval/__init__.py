@@ -6,6 +6,8 @@ Submodules are imported lazily, so ``from moma.eval import KnnConfig`` stays che
 from importlib import import_module
 from typing import Any
 
+from moma.moved import forwarder
+
 _EXPORTS = {
     "KnnConfig": "moma.eval.config",
     "LinearConfig": "moma.eval.config",
@@ -23,19 +25,15 @@ _EXPORTS = {
     "layer_decay_param_groups": "moma.eval.finetune",
     "write_result": "moma.eval.results",
     "run_eval": "moma.eval.run",
-    "EvalRunConfig": "moma.eval.run",
-    "KnnRunConfig": "moma.eval.run",
-    "LinearRunConfig": "moma.eval.run",
-    "FinetuneRunConfig": "moma.eval.run",
-    "run_knn": "moma.eval.run",
-    "run_linear": "moma.eval.run",
-    "run_finetune": "moma.eval.run",
     "PROTOCOLS": "moma.eval.run",
 }
 __all__ = sorted(_EXPORTS)
 
 
+_moved = forwarder(__name__)  # the moma eval run configs moved to moma.commands.evaluate
+
+
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'moma.eval' has no attribute {name!r}")
+    return _moved(name)

@@ -11,7 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from moma.errors import ConfigError
+from moma.models.checkpoint import load_backbone, sha256_file
 from moma.models.vit import BackboneConfig
+from moma.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +95,7 @@ def _checkpoint_meta(path: Path) -> dict:
 def backbone_file(spec: str | Path) -> Path:
     """The weights file a spec names: a file, or a run folder's export / last checkpoint."""
     path = Path(spec)
-    if path.is_dir():
-        for candidate in (path / "backbone.safetensors", path / "checkpoints" / "last.ckpt"):
-            if candidate.is_file():
-                return candidate
-        raise ConfigError(
-            f"backbone folder {path} has no backbone.safetensors or checkpoints/last.ckpt"
-        )
-    return path
+    return RunFolder(path).backbone_file() if path.is_dir() else path
 
 
 def resolve_backbone(
@@ -134,7 +129,6 @@ def resolve_backbone(
         raise ConfigError(
             f"backbone {spec!r} is neither a file nor one of the baselines {', '.join(BASELINES)}"
         )
-    from moma.models.checkpoint import load_backbone, sha256_file
 
     digest = sha256_file(path)
     model = load_backbone(path, arch=arch, **overrides)

@@ -13,16 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+import moma.eval.features as eval_features  # an attribute: tests replace extract_features
 from moma.errors import CheckpointError
-from moma.models.integrity import DIGEST_KEY, verify_digest, with_digest
+from moma.integrity import DIGEST_KEY, verify_digest, with_digest
+from moma.run_folder import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +35,8 @@ def cache_key(**parts) -> str:
 
 def save_features(path: Path, feats: Tensor, labels: Tensor, meta: dict) -> None:
     """Write ``{feats, labels, meta}`` and their sha256 atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        blob = with_digest({"feats": feats.contiguous(), "labels": labels, "meta": meta})
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    blob = with_digest({"feats": feats.contiguous(), "labels": labels, "meta": meta})
+    atomic_write(path, lambda f: torch.save(blob, f))
 
 
 def load_features(path: Path) -> tuple[Tensor, Tensor] | None:
@@ -116,7 +108,6 @@ def split_features(
     split by its own data); without it, or without ``cache_dir``, nothing is cached.
     Returns ``({split: (feats [N, D], labels [N])}, cache hits)``.
     """
-    from moma.eval.features import extract_features
 
     use_cache = cache_dir is not None and cache_parts is not None
     out: dict[str, tuple[Tensor, Tensor]] = {}
@@ -133,7 +124,7 @@ def split_features(
         feats, labels, hit = cached_features(
             cache_dir if use_cache else None,
             parts,
-            lambda data=data: extract_features(
+            lambda data=data: eval_features.extract_features(
                 model, data, features=features, batch_size=batch_size, precision=precision,
                 device=device,
             ),

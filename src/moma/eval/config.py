@@ -14,7 +14,7 @@ Precision = Literal["bf16", "32"]
 
 @dataclass
 class KnnConfig:
-    """Weighted cosine kNN (DESIGN.md section 4): train split = bank, test split = queries.
+    """Weighted cosine kNN (docs/DESIGN.md, section 4): train split = bank, test split = queries.
 
     Attributes:
         k: neighbour counts to report (one result per k); a k larger than the bank is

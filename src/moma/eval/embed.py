@@ -1,4 +1,4 @@
-"""``moma embed``: the embedding of every image of a dataset, as ``.npy`` + ``.csv``.
+"""The embedding of every image of a dataset, as ``.npy`` + ``.csv`` (``moma embed``).
 
 The features are ``moma eval``'s (:func:`moma.eval.features.iter_features`: the global feature
 or the mean of the patch tokens), streamed batch by batch into a preallocated ``.npy``
@@ -27,9 +27,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from moma.data.config import DataConfig
+from moma.data import fashion_mnist, load_split
+from moma.data.config import DataConfig, is_fashion_mnist
+from moma.data.fingerprint import files_fingerprint, split_fingerprint
+from moma.data.folders import dataset_dir
+from moma.data.image_io import load_rgb
+from moma.data.splits import dataset_stats, folder_split
+from moma.data.transforms import eval_transform
+from moma.errors import ConfigError, DataError
+from moma.eval.baselines import resolve_backbone
+from moma.eval.embed_store import EmbeddingStore
+from moma.eval.features import iter_features, pool_tokens
+from moma.eval.run import dataset_name
+from moma.moved import forwarder
 
 log = logging.getLogger(__name__)
+__getattr__ = forwarder(__name__)  # run_embed moved to moma.commands.embed
 
 SPLITS = ("all", "train", "val", "test")
 
@@ -103,7 +116,6 @@ class _ImageFiles:
     file cannot be read (its row becomes NaN), so rows stay aligned with the file list."""
 
     def __init__(self, files: list[str], img_size: int, mean, std, strict: bool) -> None:
-        from moma.data.transforms import eval_transform
 
         self.files, self.img_size, self.strict = files, img_size, strict
         self.transform = eval_transform(img_size, mean, std)
@@ -113,9 +125,6 @@ class _ImageFiles:
 
     def __getitem__(self, index: int):
         import torch
-
-        from moma.data.image_io import load_rgb
-        from moma.errors import DataError
 
         try:
             img = load_rgb(self.files[index], draft_size=self.img_size)
@@ -128,13 +137,8 @@ class _ImageFiles:
 
 def _parts(cfg: DataConfig, split: str) -> tuple[list[_Part], list[str]]:
     """The splits to embed, in order, and the class names."""
-    from moma.data.config import is_fashion_mnist
-    from moma.data.folders import dataset_dir
 
     if is_fashion_mnist(cfg):
-        from moma.data import fashion_mnist, load_split
-        from moma.data.fingerprint import split_fingerprint
-
         parts = []
         for name in ("train", "test") if split == "all" else ("test" if split == "val" else split,):
             data = load_split(cfg, name)
@@ -144,9 +148,6 @@ def _parts(cfg: DataConfig, split: str) -> tuple[list[_Part], list[str]]:
             ]
             parts.append(_Part(name, data, rows, split_fingerprint(cfg, name)))
         return parts, list(fashion_mnist.CLASSES)
-
-    from moma.data.fingerprint import files_fingerprint
-    from moma.data.splits import dataset_stats, folder_split
 
     base = dataset_dir(cfg.dataset)
     if split == "all":
@@ -159,8 +160,6 @@ def _parts(cfg: DataConfig, split: str) -> tuple[list[_Part], list[str]]:
     parts, classes = [], []
     for name in names:
         if name != "train" and (base / "train").is_dir() and not (base / name).is_dir():
-            from moma.errors import DataError
-
             raise DataError(f"{base}: has no {name}/ sub-folder (--split {name})")
         listing = folder_split(cfg, name)
         classes = classes or list(listing.classes)
@@ -193,8 +192,6 @@ def _feature_dim(model: Any, features: str, img_size: int) -> int:
     """The width of one embedding (one forward of a blank image)."""
     import torch
 
-    from moma.eval.features import pool_tokens
-
     was_training = model.training
     model.eval()
     try:
@@ -209,8 +206,6 @@ def _feature_dim(model: Any, features: str, img_size: int) -> int:
 def _batches(part: _Part, start: int, cfg: EmbedConfig, model: Any) -> Iterator[tuple[Any, Any]]:
     """``(feats [B, D], ok or labels [B])`` of ``part`` from item ``start`` on."""
     from torch.utils.data import DataLoader, Subset
-
-    from moma.eval.features import iter_features
 
     data, skip = part.data, start
     if part.files is not None:  # decode files in DataLoader workers
@@ -247,18 +242,12 @@ def _table_writer(parts: list[_Part]):
     return write
 
 
-def run_embed(cfg: EmbedConfig) -> EmbedResult:
-    """``moma embed``: write ``OUT.npy`` + ``OUT.csv`` + ``OUT.json`` (resumable; see module)."""
-    import numpy as np
-    from tqdm.auto import tqdm
+def write_embeddings(cfg: EmbedConfig) -> EmbedResult:
+    """Write ``OUT.npy`` + ``OUT.csv`` + ``OUT.json`` for a checked config (resumable; see
+    module). ``moma embed`` (:func:`moma.commands.embed.run_embed`) validates ``cfg`` first."""
+    import numpy as np  # lazy: numpy and tqdm load with the first embedding, not with the CLI
+    from tqdm.auto import tqdm  # lazy: as numpy
 
-    from moma.errors import ConfigError
-    from moma.eval.baselines import resolve_backbone
-    from moma.eval.embed_store import EmbeddingStore
-    from moma.eval.run import dataset_name
-    from moma.validation import prepare_run
-
-    cfg = prepare_run(cfg)  # paths expanded, values checked (split, batch size, ...)
     out = Path(cfg.out)
     if out.suffix != ".npy":
         raise ConfigError(f"--out {out}: the embeddings file must end in .npy")

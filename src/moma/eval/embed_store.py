@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from moma.errors import ConfigError
-from moma.train.atomic import atomic_write
+from moma.run_folder import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,7 @@ def _npy(path: Path) -> np.memmap | None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    text = json.dumps(data, indent=1, default=str).encode()
-    atomic_write(path, lambda f: f.write(text))
+    atomic_write_text(path, json.dumps(data, indent=1, default=str))
 
 
 class EmbeddingStore:

@@ -1,4 +1,4 @@
-"""Weighted cosine kNN classification (DINO-style, DESIGN.md section 4).
+"""Weighted cosine kNN classification (DINO-style, docs/DESIGN.md, section 4).
 
 Features are L2-normalised; each query takes its k most similar bank vectors
 (ties broken towards the lower bank index), weights each vote by ``exp(sim / T)`` and

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from moma.errors import ConfigError
+from moma.run_folder import RunFolder, atomic_write_text
 
 ROLES = ("baseline", "teacher", "student")
 
-#: Keys every result JSON has (DESIGN/ARCHITECTURE contract); extras come after them.
+#: Keys every result JSON has (docs/ARCHITECTURE.md, "Shared contracts"); extras come after them.
 RESULT_KEYS = (
     "metric",
     "value",
@@ -36,7 +35,7 @@ def safe_name(name: str) -> str:
 
 def result_path(out_dir: Path, protocol: str, name: str) -> Path:
     """``out_dir/results/<protocol>-<name>.json``."""
-    return Path(out_dir) / "results" / f"{protocol}-{safe_name(name)}.json"
+    return RunFolder(out_dir).results / f"{protocol}-{safe_name(name)}.json"
 
 
 def make_record(
@@ -73,19 +72,8 @@ def make_record(
 
 
 def write_json_atomic(path: Path, obj: Any) -> Path:
-    """Write JSON to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Write ``obj`` as indented JSON to ``path``, atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def write_result(out_dir: Path, record: dict) -> Path:

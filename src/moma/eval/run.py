@@ -1,25 +1,32 @@
-"""``run_eval``: one protocol on one backbone, written as result JSONs (used by the CLI)."""
+"""``run_eval``: one protocol on one backbone, written as result JSONs (used by the
+``moma eval`` commands, :mod:`moma.commands.evaluate`, and the quickstart)."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moma.data.config import DataConfig
+from moma.data import load_split, num_classes
+from moma.data.fingerprint import dataset_fingerprint, split_fingerprint
 from moma.errors import ConfigError
-from moma.eval.baselines import BASELINES, RawPixels, ResolvedBackbone, resolve_backbone
+from moma.eval.baselines import RawPixels, ResolvedBackbone, resolve_backbone
 from moma.eval.config import FinetuneConfig, KnnConfig, LinearConfig
+from moma.eval.features import iterate_batches
+from moma.eval.finetune import finetune_eval
+from moma.eval.knn import knn_eval
+from moma.eval.linear import linear_eval
 from moma.eval.results import ROLES, check_result_name, make_record, write_result
 from moma.models.vit import BackboneConfig
+from moma.moved import forwarder
 from moma.paths import output_folder
+from moma.run_folder import RunFolder
 from moma.validation import validate
 
 log = logging.getLogger(__name__)
+__getattr__ = forwarder(__name__)  # the moma eval run configs moved to moma.commands.evaluate
 
 PROTOCOLS = ("knn", "linear", "finetune")
 CONFIGS = {"knn": KnnConfig, "linear": LinearConfig, "finetune": FinetuneConfig}
@@ -38,7 +45,6 @@ def data_fingerprints(data_cfg: Any, datasets: tuple | None) -> dict[str, str] |
     """``{"train": ..., "test": ...}`` content fingerprints of the evaluation data, the
     feature cache's key (never the dataset's path: a folder edited in place is a new key);
     ``None`` when the data cannot be identified (then nothing is cached)."""
-    from moma.data.fingerprint import dataset_fingerprint, split_fingerprint
 
     if datasets is None:
         return {split: split_fingerprint(data_cfg, split) for split in ("train", "test")}
@@ -54,7 +60,6 @@ def _load_data(data_cfg: Any, datasets: tuple | None) -> tuple[Any, Any, int | N
     if datasets is not None:
         train, test = datasets
         return train, test, None
-    from moma.data import load_split, num_classes
 
     return load_split(data_cfg, "train"), load_split(data_cfg, "test"), num_classes(data_cfg)
 
@@ -163,14 +168,12 @@ def run_eval(
     # kNN and the linear probe share one feature cache (features extracted once per backbone).
     cache_dir = None
     if getattr(cfg, "use_cache", False):
-        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out_dir / "cache" / "features"
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else RunFolder(out_dir).feature_cache
     prints = data_fingerprints(data_cfg, datasets) if cache_dir is not None else None
     if prints is None:
         cache_dir = None
     parts = {"backbone": bb.identity, "data": prints, "img_size": img_size}
     if protocol == "knn":
-        from moma.eval.knn import knn_eval
-
         res = knn_eval(bb.model, train, test, cfg, n_classes, device, cache_dir, parts)
         wall = time.perf_counter() - t0
         for k, top1 in res.top1.items():
@@ -190,8 +193,6 @@ def run_eval(
                 **more,
             )
     elif protocol == "linear":
-        from moma.eval.linear import linear_eval
-
         res = linear_eval(bb.model, train, test, cfg, n_classes, device, cache_dir, parts, seed)
         records["linear"] = make_record(
             value=res.top1,
@@ -209,8 +210,6 @@ def run_eval(
             **more,
         )
     else:
-        from moma.eval.finetune import finetune_eval
-
         if n_classes is None:
             n_classes = _num_classes_from(train, test)
         res = finetune_eval(bb.model, train, test, n_classes, cfg, device, seed)
@@ -240,7 +239,6 @@ def run_eval(
 
 def _num_classes_from(*datasets: Any) -> int:
     """``max label + 1`` over datasets (used when no data config says it)."""
-    from moma.eval.features import iterate_batches
 
     top = 0
     for d in datasets:
@@ -251,116 +249,3 @@ def _num_classes_from(*datasets: Any) -> int:
         for _, y in iterate_batches(d, 1024):
             top = max(top, int(y.max()))
     return top + 1
-
-
-# --- CLI entry points (``moma eval knn|linear|finetune``) -----------------------------
-
-
-@dataclass
-class EvalRunConfig:
-    """What every ``moma eval`` subcommand takes.
-
-    Attributes:
-        backbone: a weights file, a run folder (its ``backbone.safetensors``), ``raw-pixels``
-            or ``random-init``.
-        name: display name in tables and result file names (default: the baseline name, or
-            the run folder / file name).
-        role: ``baseline``, ``teacher`` or ``student`` (default: ``baseline`` for baselines,
-            else ``student``).
-        out_dir: where ``results/`` goes (default: the backbone's folder; ``runs/baselines``
-            for baselines).
-        data: the dataset (train split = kNN bank / training set, test split = evaluation).
-        random_init: architecture of the ``random-init`` baseline.
-        arch: timm architecture hint for loading a weights file.
-        seed: seed of the random-init weights, the probe and fine-tuning.
-        device: torch device (default: CUDA if available, else CPU).
-    """
-
-    backbone: str = "random-init"
-    name: str | None = None
-    role: str | None = None
-    out_dir: str | None = None
-    data: DataConfig = field(default_factory=DataConfig)
-    random_init: BackboneConfig = field(default_factory=BackboneConfig)
-    arch: str | None = None
-    seed: int = 0
-    device: str | None = None
-
-
-@dataclass
-class KnnRunConfig(EvalRunConfig):
-    """``moma eval knn``: weighted cosine kNN on frozen features."""
-
-    knn: KnnConfig = field(default_factory=KnnConfig)
-
-
-@dataclass
-class LinearRunConfig(EvalRunConfig):
-    """``moma eval linear``: linear probe on frozen (cached) features."""
-
-    linear: LinearConfig = field(default_factory=LinearConfig)
-
-
-@dataclass
-class FinetuneRunConfig(EvalRunConfig):
-    """``moma eval finetune``: full fine-tuning with layer-wise lr decay."""
-
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-
-
-def default_name(backbone: str) -> str:
-    """A display name from a spec: the baseline name, else the run folder or file stem."""
-    if backbone in BASELINES:
-        return backbone
-    path = Path(backbone)
-    if path.is_dir() or path.stem in ("backbone", "last"):
-        run = path if path.is_dir() else path.parent
-        return (run.parent if run.name == "checkpoints" else run).resolve().name
-    return path.stem
-
-
-def default_out_dir(backbone: str) -> Path:
-    """Results go next to the backbone (its run folder); baselines to ``runs/baselines``."""
-    if backbone in BASELINES:
-        return Path("runs/baselines")
-    path = Path(backbone)
-    run = path if path.is_dir() else path.parent
-    return run.parent if run.name == "checkpoints" else run
-
-
-def _run(protocol: str, cfg: EvalRunConfig) -> dict[str, dict]:
-    from moma.report.table import format_table
-    from moma.validation import prepare_run
-
-    cfg = prepare_run(cfg)
-    role = cfg.role or ("baseline" if cfg.backbone in BASELINES else "student")
-    records = run_eval(
-        protocol,
-        cfg.backbone,
-        cfg.data,
-        Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg.backbone),
-        cfg.name or default_name(cfg.backbone),
-        role,
-        config=getattr(cfg, protocol),
-        backbone_cfg=cfg.random_init,
-        arch=cfg.arch,
-        seed=cfg.seed,
-        device=cfg.device,
-    )
-    sys.stdout.write(format_table(list(records.values())))
-    return records
-
-
-def run_knn(cfg: KnnRunConfig) -> dict[str, dict]:
-    """``moma eval knn``: writes ``results/knn-k<k>-<name>.json`` and prints the table."""
-    return _run("knn", cfg)
-
-
-def run_linear(cfg: LinearRunConfig) -> dict[str, dict]:
-    """``moma eval linear``: writes ``results/linear-<name>.json`` and prints the table."""
-    return _run("linear", cfg)
-
-
-def run_finetune(cfg: FinetuneRunConfig) -> dict[str, dict]:
-    """``moma eval finetune``: writes ``results/finetune-<name>.json`` and prints the table."""
-    return _run("finetune", cfg)

@@ -15,15 +15,13 @@ position tokens as well as norms and biases.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
-from pathlib import Path
 
 import torch
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 
-from moma.data.config import DataConfig
 from moma.errors import CheckpointError, ConfigError
 from moma.methods.base import SSLMethod
 from moma.methods.mae_loss import MAELoss, patchify
@@ -31,12 +29,10 @@ from moma.methods.optim import OptimConfig
 from moma.models.masking import check_mask_ratio, forward_encoder_masked
 from moma.models.pos_embed import init_vit_sincos_pos_embed, sincos_2d
 from moma.models.vit import BackboneConfig
-from moma.train.config import TrainerConfig
+from moma.moved import forwarder
 
 log = logging.getLogger(__name__)
-
-RECONSTRUCTIONS_FILE = "reconstructions.png"
-NUM_FIGURE_IMAGES = 8
+__getattr__ = forwarder(__name__)  # the run config and run_mae moved to moma.commands
 
 
 @dataclass
@@ -80,21 +76,6 @@ class MAEConfig:
             )
         if self.decoder_depth < 1:
             raise ConfigError(f"mae.decoder_depth must be >= 1, got {self.decoder_depth}")
-
-
-@dataclass
-class MAERunConfig:
-    """Everything ``moma pretrain mae`` takes (YAML sections mirror these fields).
-
-    The global batch is ``data.batch_size * trainer.devices * trainer.num_nodes *
-    trainer.accumulate_grad_batches``; the peak lr is ``optim.base_lr * global batch / 256``.
-    """
-
-    data: DataConfig = field(default_factory=DataConfig)
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    mae: MAEConfig = field(default_factory=MAEConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)  # MAE's: 1.5e-4, 0.05, (0.9, 0.95)
-    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(out_dir="runs/mae"))
 
 
 class MAEMethod(SSLMethod):
@@ -266,30 +247,3 @@ def _init_layer(m: nn.Module) -> None:
     elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
         nn.init.ones_(m.weight)
         nn.init.zeros_(m.bias)
-
-
-def run_mae(cfg: MAERunConfig):
-    """Pre-train an MAE: ``moma pretrain mae`` (returns :class:`moma.train.RunResult`).
-
-    After a completed run, rank 0 also saves ``OUT/reconstructions.png`` (input / masked /
-    reconstruction of 8 fixed training images).
-    """
-    from moma.cli.main import config_to_dict
-    from moma.data import SSLDataModule
-    from moma.train import fit
-    from moma.validation import prepare_run
-
-    cfg = prepare_run(cfg)  # paths expanded, values checked, seeded before the models are built
-    module = MAEMethod(cfg.mae, cfg.backbone, cfg.optim)
-    dm = SSLDataModule(cfg.data, views=1, augment="mae")
-    result = fit(module, dm, cfg.trainer, config_to_dict(cfg))
-    if result.export is not None:  # rank 0 of a completed run
-        from moma.methods.mae_figures import save_training_reconstructions
-
-        try:
-            save_training_reconstructions(
-                module, cfg.data, Path(result.out_dir) / RECONSTRUCTIONS_FILE, NUM_FIGURE_IMAGES
-            )
-        except Exception as e:  # a figure must never fail a finished run
-            log.warning("could not save the reconstruction figure: %s", e)
-    return result

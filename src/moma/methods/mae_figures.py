@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from moma.data import dataset_stats, load_split
 from moma.methods.mae_loss import NORM_PIX_EPS, patchify, unpatchify
+from moma.run_folder import atomic_write
 
 if TYPE_CHECKING:
     from moma.data.config import DataConfig
@@ -72,8 +74,6 @@ def save_reconstructions(
     """Save a PNG grid: one column per image, rows input / masked / reconstruction + visible."""
     from matplotlib.figure import Figure
 
-    from moma.train.atomic import atomic_write
-
     out = reconstruct(model, imgs, seed)
     shown = _to_display(out["input"], mean, std)  # [N, H, W, C]
     removed = out["mask"].permute(0, 2, 3, 1).cpu()  # [N, H, W, 1]
@@ -100,7 +100,6 @@ def save_reconstructions(
 
 def fixed_images(data_cfg: DataConfig, n: int) -> Tensor:
     """``n`` fixed, evenly spaced training images, deterministic preprocessing only."""
-    from moma.data import load_split
 
     ds = load_split(data_cfg, "train")
     idx = torch.linspace(0, len(ds) - 1, n).round().long().tolist()
@@ -111,7 +110,6 @@ def save_training_reconstructions(
     model: MAEMethod, data_cfg: DataConfig, path: str | Path, n: int = 8
 ) -> Path:
     """The reconstruction figure of ``n`` fixed training images (what ``run_mae`` saves)."""
-    from moma.data import dataset_stats
 
     mean, std = dataset_stats(data_cfg)
     return save_reconstructions(model, fixed_images(data_cfg, n), path, mean, std)

@@ -23,13 +23,12 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from moma.data.config import DataConfig
 from moma.errors import ConfigError
 from moma.methods.base import SSLMethod
 from moma.methods.mae import check_same_backbone
@@ -38,9 +37,10 @@ from moma.methods.optim import OptimConfig
 from moma.models.heads import build_mlp
 from moma.models.pos_embed import init_vit_sincos_pos_embed
 from moma.models.vit import BackboneConfig
-from moma.train.config import TrainerConfig
+from moma.moved import forwarder
 
 log = logging.getLogger(__name__)
+__getattr__ = forwarder(__name__)  # the run config and run_mocov3 moved to moma.commands
 
 
 @dataclass
@@ -86,22 +86,6 @@ def mocov3_optim() -> OptimConfig:
     return OptimConfig(
         base_lr=1.5e-4, weight_decay=0.1, betas=(0.9, 0.999), warmup_fraction=40 / 300
     )
-
-
-@dataclass
-class MoCoV3RunConfig:
-    """Everything ``moma pretrain mocov3`` takes (YAML sections mirror these fields).
-
-    The global batch is ``data.batch_size * trainer.devices * trainer.num_nodes *
-    trainer.accumulate_grad_batches``; it sets the peak lr (``optim.base_lr * batch / 256``)
-    and it is the number of keys each query is contrasted with.
-    """
-
-    data: DataConfig = field(default_factory=DataConfig)
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    mocov3: MoCoV3Config = field(default_factory=MoCoV3Config)
-    optim: OptimConfig = field(default_factory=mocov3_optim)
-    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(out_dir="runs/mocov3"))
 
 
 def cosine_momentum(step: int, total_steps: int, m0: float) -> float:
@@ -263,16 +247,3 @@ class MoCoV3Method(SSLMethod):
         total = self._total_steps or int(self.trainer.estimated_stepping_batches)
         self.current_momentum = self.momentum_at(step, total)
         self.momentum_update(self.current_momentum)
-
-
-def run_mocov3(cfg: MoCoV3RunConfig):
-    """Pre-train MoCo v3: ``moma pretrain mocov3`` (returns :class:`moma.train.RunResult`)."""
-    from moma.cli.main import config_to_dict
-    from moma.data import SSLDataModule
-    from moma.train import fit
-    from moma.validation import prepare_run
-
-    cfg = prepare_run(cfg)  # paths expanded, values checked, seeded before the models are built
-    module = MoCoV3Method(cfg.mocov3, cfg.backbone, cfg.optim)
-    dm = SSLDataModule(cfg.data, views=2, augment="mocov3")
-    return fit(module, dm, cfg.trainer, config_to_dict(cfg))

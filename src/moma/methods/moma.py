@@ -1,6 +1,6 @@
 """MOMA distillation (arXiv 2302.02089): frozen self-supervised teachers, masked student.
 
-One step (DESIGN.md section 1):
+One step (docs/DESIGN.md, section 1):
 
 1. Every teacher (frozen, ``eval()``, ``no_grad``) runs ``forward_features`` on the full,
    unmasked view: its final-norm CLS token and patch tokens are the targets (one forward per
@@ -24,9 +24,10 @@ Checkpoints hold the student, the projectors, the optimiser and the step, never 
 their names, paths and sha256 are recorded, and resuming with a different teacher list or a
 changed teacher file is refused with a :class:`~moma.errors.CheckpointError`.
 
-This module holds the method (:class:`MomaMethod`) and the run (:func:`run_moma`); the run
-configuration lives in :mod:`moma.methods.moma_config` and the teacher helpers in
-:mod:`moma.methods.moma_teachers`, both re-exported here.
+This module holds the method (:class:`MomaMethod`); its options live in
+:mod:`moma.methods.moma_config`, the teachers' helpers in :mod:`moma.methods.moma_teachers`,
+and the run (config, builders, :func:`~moma.commands.distill.run_moma`) in
+:mod:`moma.commands.distill`.
 """
 
 from __future__ import annotations
@@ -35,45 +36,25 @@ import dataclasses
 import logging
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from moma.errors import CheckpointError, ConfigError
 from moma.methods.base import SSLMethod
-
-# The configs and the teacher helpers live in their own modules; the names are re-exported here
-# (``X as X``) because the CLI, tests, docs and benchmarks import them from this module.
-from moma.methods.moma_config import GRID_MISMATCH as GRID_MISMATCH
-from moma.methods.moma_config import TARGETS as TARGETS
-from moma.methods.moma_config import CacheConfig as CacheConfig
-from moma.methods.moma_config import MomaConfig as MomaConfig
-from moma.methods.moma_config import MomaRunConfig as MomaRunConfig
-from moma.methods.moma_config import StudentConfig as StudentConfig
-from moma.methods.moma_config import TeacherConfig as TeacherConfig
-from moma.methods.moma_config import check_moma_config as check_moma_config
+from moma.methods.moma_config import MomaConfig, check_moma_config
 from moma.methods.moma_loss import MomaLoss
-from moma.methods.moma_teachers import Teacher as Teacher
-from moma.methods.moma_teachers import TeacherTargets as TeacherTargets
-from moma.methods.moma_teachers import _img_size
-from moma.methods.moma_teachers import build_teachers as build_teachers
-from moma.methods.moma_teachers import resample_patch_tokens as resample_patch_tokens
-from moma.methods.moma_teachers import teacher_names as teacher_names
-from moma.methods.moma_teachers import weights_sha256 as weights_sha256
+from moma.methods.moma_teachers import Teacher, TeacherBranch, TeacherTargets, image_size
 from moma.methods.optim import OptimConfig
-from moma.models.checkpoint_arch import BASE_ARCH
+from moma.models.checkpoint_arch import base_arch
 from moma.models.heads import build_mlp
 from moma.models.masking import MaskedOutput, forward_encoder_masked, gather_tokens
 from moma.models.vit import BackboneConfig, describe, global_feature, grid_size, has_global_feature
-
-if TYPE_CHECKING:
-    from moma.train import RunResult
+from moma.moved import forwarder
 
 log = logging.getLogger(__name__)
+__getattr__ = forwarder(__name__)  # the run (config, builders, run_moma) is moma.commands.distill
 
 # ----------------------------------------------------------------------------- building blocks
 
@@ -99,7 +80,7 @@ def build_projector(
 def backbone_config_of(vit: VisionTransformer, arch: str | None = None) -> dict:
     """The BackboneConfig fields describing ``vit`` (recorded so ``load_backbone`` can rebuild it)."""
     d = describe(vit)
-    arch = arch or BASE_ARCH.get(d["embed_dim"], "vit_base_patch16_224")
+    arch = arch or base_arch(d["embed_dim"])
     cfg = BackboneConfig(
         arch=arch,
         img_size=d["img_size"],
@@ -110,6 +91,36 @@ def backbone_config_of(vit: VisionTransformer, arch: str | None = None) -> dict:
         mlp_ratio=d["mlp_ratio"],
     )
     return dataclasses.asdict(cfg)
+
+
+def _branch_keys_to_list_keys(module: MomaMethod, state_dict: dict, prefix: str, _meta) -> None:
+    """State-dict hook: ``branches.<name>.teacher.*`` -> ``teachers.<i>.*`` and
+    ``branches.<name>.projector.*`` -> ``projectors.<i>.*``, in the order of the lists the
+    branches replaced (student, teachers, projectors, criterion)."""
+    index = {name: i for i, name in enumerate(module.branches)}
+    head, teachers, projectors, tail = {}, {}, {}, {}
+    for k, v in state_dict.items():
+        rest = k[len(prefix) :] if k.startswith(prefix) else None
+        if rest is None or not rest.startswith("branches."):
+            (tail if teachers or projectors else head)[k] = v
+            continue
+        name, part, key = rest[len("branches.") :].split(".", 2)
+        out = teachers if part == "teacher" else projectors
+        out[f"{prefix}{part}s.{index[name]}.{key}"] = v
+    state_dict.clear()
+    state_dict.update({**head, **teachers, **projectors, **tail})
+
+
+def _list_keys_to_branch_keys(module: MomaMethod, state_dict: dict, prefix: str, *_) -> None:
+    """Load-state-dict pre-hook, the inverse of :func:`_branch_keys_to_list_keys`."""
+    names = list(module.branches)
+    for k in list(state_dict):
+        rest = k[len(prefix) :]
+        if not k.startswith(prefix) or not rest.startswith(("teachers.", "projectors.")):
+            continue
+        part, i, key = rest.split(".", 2)
+        if i.isdigit() and int(i) < len(names):
+            state_dict[f"{prefix}branches.{names[int(i)]}.{part[:-1]}.{key}"] = state_dict.pop(k)
 
 
 # ----------------------------------------------------------------------------- the method
@@ -126,8 +137,11 @@ class MomaMethod(SSLMethod):
         backbone_cfg: BackboneConfig fields of the student, recorded in checkpoints; default:
             read from ``student``.
 
-    Submodules: ``student``, ``teachers`` (``nn.ModuleList``), ``projectors`` (one per teacher,
-    ``nn.ModuleList``), ``criterion``.
+    Submodules: ``student``, ``branches`` (``nn.ModuleDict`` name -> :class:`TeacherBranch`:
+    the frozen teacher, its projector, weight, record and grid), ``criterion``. State-dict keys
+    are ``student.*``, ``teachers.<i>.*``, ``projectors.<i>.*`` (``i``: the teacher's position),
+    as before the branches existed. ``teachers`` and ``projectors`` are ``nn.ModuleList`` views
+    of the branches' modules in teacher order.
     """
 
     name = "moma"
@@ -155,33 +169,19 @@ class MomaMethod(SSLMethod):
         names = [t.name or f"teacher{i}" for i, t in enumerate(teachers)]
         if len(set(names)) != len(names):
             raise ConfigError(f"teacher names must be unique, got {names}")
+        bad = [n for n in names if not n or "." in n]
+        if bad:
+            raise ConfigError(f"teacher names must be non-empty and without '.', got {bad}")
         weights = [float(t.weight) for t in teachers]
         if any(w < 0 for w in weights) or sum(weights) <= 0:
             raise ConfigError(f"teacher weights must be >= 0 and not all 0, got {weights}")
-        self.teacher_names = names
-        self.teacher_weights = weights
 
         self.student = student
-        self.teachers = nn.ModuleList([t.model for t in teachers])
-        self.teachers.requires_grad_(False)
-        self.teachers.eval()
-        self.teacher_records = [
-            {
-                "name": n,
-                "path": t.path,
-                "sha256": t.sha256 or weights_sha256(t.model),
-                "sha256_of": "file" if t.sha256 else "weights",
-                "weight": w,
-            }
-            for n, t, w in zip(names, teachers, weights)
-        ]
-
-        s_grid, s_img = grid_size(student), _img_size(student)
-        self._student_grid = s_grid
-        self._teacher_grids: list[tuple[int, int]] = []
-        self._teacher_imgs: list[tuple[int, int]] = []
-        for n, t in zip(names, self.teachers):
-            t_grid, t_img = grid_size(t), _img_size(t)
+        s_grid, s_img = grid_size(student), image_size(student)
+        self.student_grid = s_grid
+        self.branches = nn.ModuleDict()
+        for n, t in zip(names, teachers):
+            t_grid, t_img = grid_size(t.model), image_size(t.model)
             if (t_grid != s_grid or t_img != s_img) and moma.grid_mismatch == "error":
                 raise ConfigError(
                     f"teacher {n!r} has a {t_grid[0]}x{t_grid[1]} patch grid on {t_img[0]}px "
@@ -197,44 +197,81 @@ class MomaMethod(SSLMethod):
                 )
             if t_img != s_img:
                 log.info("teacher %r: input resized from %s to its own %s", n, s_img, t_img)
-            if self.use_cls and not has_global_feature(t):
+            if self.use_cls and not has_global_feature(t.model):
                 raise ConfigError(
                     f"teacher {n!r} has no CLS token and no pooling head: use --moma.targets patch"
                 )
-            self._teacher_grids.append(t_grid)
-            self._teacher_imgs.append(t_img)
+            projector = build_projector(
+                int(moma.projector_layers),
+                int(student.embed_dim),
+                int(t.model.embed_dim),
+                moma.projector_hidden_dim,
+            )
+            try:
+                self.branches[n] = TeacherBranch(
+                    t, n, projector, s_grid, self.use_cls, self.use_patch
+                )
+            except KeyError:  # ModuleDict refuses names of its own attributes ("keys", "to" ...)
+                raise ConfigError(
+                    f"teacher name {n!r} is reserved (an attribute of torch's ModuleDict); "
+                    "give the teacher another name (--teachers.name)"
+                ) from None
         if self.use_cls and not has_global_feature(student):
             raise ConfigError(
                 "the student has no CLS token and no pooling head: use --moma.targets patch"
             )
-
-        self.projectors = nn.ModuleList(
-            [
-                build_projector(
-                    int(moma.projector_layers),
-                    int(student.embed_dim),
-                    int(t.embed_dim),
-                    moma.projector_hidden_dim,
-                )
-                for t in self.teachers
-            ]
-        )
+        # Checkpoints keep the key names of the per-teacher lists this replaced
+        # (teachers.<i>.*, projectors.<i>.*): runs started before resume, files load as before.
+        self.register_state_dict_post_hook(_branch_keys_to_list_keys)
+        self.register_load_state_dict_pre_hook(_list_keys_to_branch_keys)
         self.criterion = MomaLoss(moma.loss, moma.target_norm, moma.smooth_l1_beta)
         self.cache_build_s: float | None = None  # set by the target cache, logged once
 
     # --- frozen teachers -------------------------------------------------------------------
     def train(self, mode: bool = True) -> MomaMethod:
         """Set the training mode of the student and projectors; teachers stay in ``eval()``."""
-        super().train(mode)
-        self.teachers.eval()
+        super().train(mode)  # each branch keeps its teacher in eval()
         return self
 
     def on_fit_start(self) -> None:
         # The frozen teachers are in eval() on purpose: silence Lightning's generic warning.
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
+    # --- the branches as lists (teacher order) ----------------------------------------------
+    @property
+    def teacher_names(self) -> list[str]:
+        return list(self.branches)
+
+    @property
+    def teacher_weights(self) -> list[float]:
+        return [b.weight for b in self.branches.values()]
+
+    @property
+    def teacher_records(self) -> list[dict]:
+        """What checkpoints keep of each teacher: name, path, sha256, weight."""
+        return [b.record for b in self.branches.values()]
+
+    @property
+    def teachers(self) -> nn.ModuleList:
+        """The frozen teachers in order (a view: the modules live in ``branches``)."""
+        view = nn.ModuleList([b.teacher for b in self.branches.values()])
+        view.training = False
+        return view
+
+    @property
+    def projectors(self) -> nn.ModuleList:
+        """The projectors in teacher order (a view: the modules live in ``branches``)."""
+        view = nn.ModuleList([b.projector for b in self.branches.values()])
+        view.training = self.training
+        return view
+
+    def branch(self, i: int) -> TeacherBranch:
+        """Teacher ``i``'s branch (teacher order)."""
+        return list(self.branches.values())[i]
+
     def trainable_modules(self) -> list[nn.Module]:
-        """The optimiser sees the student and the projectors, never the teachers."""
+        """The optimiser sees the student and the projectors, never the teachers (the order of
+        the lists this replaced, so an optimiser state saved before loads as it was)."""
         return [self.student, self.projectors]
 
     def export_backbone(self) -> VisionTransformer:
@@ -242,30 +279,15 @@ class MomaMethod(SSLMethod):
         return self.student
 
     # --- stages ---------------------------------------------------------------------------
-    @torch.no_grad()
     def teacher_output(self, i: int, imgs: Tensor) -> TeacherTargets:
-        """Teacher ``i``'s final-norm tokens on the full view ``imgs [N, 3, H, W]``.
-
-        CLS ``[N, Dt]`` and/or patch tokens resampled to the student's grid ``[N, Ls, Dt]``
-        (whichever ``moma.targets`` uses). Runs under the caller's autocast.
-        """
-        teacher, t_grid, t_img = self.teachers[i], self._teacher_grids[i], self._teacher_imgs[i]
-        x = imgs
-        if tuple(x.shape[-2:]) != t_img:
-            x = F.interpolate(x, size=t_img, mode="bilinear", align_corners=False, antialias=True)
-        tokens = teacher.forward_features(x)  # [N, P + Lt, Dt]
-        cls = global_feature(teacher, tokens) if self.use_cls else None  # [N, Dt]
-        patches = None
-        if self.use_patch:
-            patches = tokens[:, teacher.num_prefix_tokens :]  # [N, Lt, Dt]
-            patches = resample_patch_tokens(patches, t_grid, self._student_grid)  # [N, Ls, Dt]
-        return TeacherTargets(cls, patches)
+        """Teacher ``i``'s final-norm tokens on the full view ``imgs [N, 3, H, W]``, no grad
+        (:meth:`TeacherBranch.targets`): CLS ``[N, Dt]`` and/or patch tokens resampled to the
+        student's grid ``[N, Ls, Dt]`` (whichever ``moma.targets`` uses)."""
+        return self.branch(i).targets(imgs)
 
     def teacher_targets(self, imgs: Tensor) -> list[TeacherTargets]:
         """Every teacher's targets on the full view (:meth:`teacher_output`), no grad."""
-        return [self.teacher_output(i, imgs) for i in range(len(self.teachers))]
-
-    _forward_teacher = teacher_targets  # the name the loss-stage split had before
+        return [b.targets(imgs) for b in self.branches.values()]
 
     def _forward_student(self, imgs: Tensor) -> MaskedOutput:
         """The student's masked forward: tokens ``[N, P + K, Ds]`` and ``ids_keep [N, K]``."""
@@ -284,9 +306,8 @@ class MomaMethod(SSLMethod):
 
         logs: dict[str, Tensor] = {}
         total = out.tokens.new_zeros((), dtype=torch.float32)
-        for name, weight, proj, tgt in zip(
-            self.teacher_names, self.teacher_weights, self.projectors, targets
-        ):
+        for branch, tgt in zip(self.branches.values(), targets):
+            name, weight, proj = branch.name, branch.weight, branch.projector
             parts: dict[str, Tensor] = {}
             if self.use_cls:
                 pred = proj(student_cls)  # [N, 1, Dt]
@@ -343,7 +364,7 @@ class MomaMethod(SSLMethod):
         """Load a state dict that may lack the teachers (training checkpoints never hold them):
         the teachers already loaded are kept; everything else is checked as usual."""
         state_dict = dict(state_dict)
-        if not any(k.startswith("teachers.") for k in state_dict):
+        if not any(k.startswith(("teachers.", "branches.")) for k in state_dict):
             state_dict.update(self.teachers.state_dict(prefix="teachers."))
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
@@ -376,74 +397,3 @@ class MomaMethod(SSLMethod):
                     then.get("path"),
                     now["path"],
                 )
-
-
-# ----------------------------------------------------------------------------- running
-
-
-def build_student(
-    cfg: StudentConfig, img_size: int | None = None
-) -> tuple[VisionTransformer, dict]:
-    """The student backbone and its BackboneConfig fields (random init or from a file).
-
-    ``img_size`` (the data's) wins over ``cfg.backbone.img_size``; a checkpoint's
-    ``pos_embed`` is resampled to it when it differs.
-    """
-    bb = cfg.backbone
-    if img_size is not None and bb.img_size != img_size:
-        log.info("student.backbone.img_size %s -> %s (the data's)", bb.img_size, img_size)
-        bb = dataclasses.replace(bb, img_size=img_size)
-    if cfg.init == "random":
-        return bb.build(), dataclasses.asdict(bb)
-    from moma.models.checkpoint import load_backbone
-
-    overrides: dict = {"drop_path_rate": bb.drop_path_rate}
-    if bb.num_heads is not None:
-        overrides["num_heads"] = bb.num_heads
-    if img_size is not None:
-        overrides["img_size"] = img_size
-    student = load_backbone(cfg.init, arch=bb.arch, format=cfg.format, **overrides)
-    log.info("student initialised from %s", cfg.init)
-    used = {**backbone_config_of(student), "drop_path_rate": bb.drop_path_rate}
-    ignored = [
-        f"{k}={getattr(bb, k)} (the file's: {used[k]})"
-        for k in ("patch_size", "depth", "embed_dim", "num_heads", "mlp_ratio")
-        if getattr(bb, k) is not None and getattr(bb, k) != used[k]
-    ]
-    if ignored:  # the file sets the architecture; say so rather than train another one
-        log.warning(
-            "student.init %s sets the student's architecture; ignored: student.backbone.%s",
-            cfg.init,
-            ", student.backbone.".join(ignored),
-        )
-    return student, used
-
-
-def build_moma(cfg: MomaRunConfig) -> MomaMethod:
-    """The MOMA module of a run config: teachers and student loaded, not yet trained."""
-    teachers = build_teachers(cfg.teachers)
-    student, bb = build_student(cfg.student, img_size=cfg.data.img_size)
-    return MomaMethod(teachers, student, cfg.moma, cfg.optim, backbone_cfg=bb)
-
-
-def run_moma(cfg: MomaRunConfig) -> RunResult:
-    """``moma distill``: train, checkpoint (resumable), export the student."""
-    from moma.cli.main import config_to_dict
-    from moma.data import SSLDataModule
-    from moma.methods.moma_cache import TargetCache, cache_dir, resolve_views
-    from moma.train import fit
-    from moma.validation import prepare_run
-
-    cfg = prepare_run(cfg)  # paths expanded, values checked, seeded before the models are built
-    module = build_moma(cfg)
-    views = resolve_views(cfg)
-    datamodule = SSLDataModule(cfg.data, views=1, augment="mae", keyed_views=views)
-    callbacks = []
-    if views:
-        root = cache_dir(cfg.cache, cfg.trainer.out_dir)
-        out = Path(cfg.trainer.out_dir)
-        cache = dataclasses.replace(cfg.cache, views=views)
-        callbacks.append(TargetCache(cache, root, out, cfg.trainer.progress_bar))
-    config = config_to_dict(cfg)
-    config["student"]["backbone"] = dict(module.backbone_cfg)  # what was built, not asked for
-    return fit(module, datamodule, cfg.trainer, config, callbacks)

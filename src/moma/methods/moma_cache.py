@@ -10,7 +10,6 @@ that share a teacher (the quickstart's mechanisms do) share its store.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -29,46 +28,19 @@ from moma.errors import ConfigError
 from moma.methods.moma_config import CacheConfig
 from moma.methods.moma_teachers import TeacherTargets
 from moma.methods.target_store import StoreLayout, TargetStore, free_bytes, key_digest
-from moma.train.atomic import atomic_write
-from moma.train.lock import RunLock
+from moma.moved import forwarder
+from moma.run_folder import RunFolder, RunLock, atomic_write_text
 
 if TYPE_CHECKING:
     from moma.data.datamodule import SSLDataModule
-    from moma.methods.moma import MomaMethod, MomaRunConfig
+    from moma.methods.moma import MomaMethod
 
 log = logging.getLogger(__name__)
+__getattr__ = forwarder(__name__)  # the cache's run entry moved to moma.commands.distill
 
 CHUNK_IMAGES = 2048  # at most this many images per chunk: the unit of resumption and checks
 MIN_CHUNKS = 16  # small data sets still get this many chunks (resumption, DDP shares)
 KEY_VERSION = 1  # bump when what a target means changes (it invalidates every store)
-
-
-AUTO_VIEWS = 2  # cache.views auto: this many views, when the run lasts longer than that
-
-
-def resolve_views(cfg: MomaRunConfig) -> int:
-    """``cache.views`` as a number: ``auto`` is `AUTO_VIEWS` when the run lasts more epochs
-    than that (the cache then saves teacher forwards), else 0 (teachers live)."""
-    from moma.data.splits import count_train_images
-
-    if cfg.cache.views != "auto":
-        return int(cfg.cache.views)
-    t = cfg.trainer
-    if t.max_steps <= 0:
-        epochs = float(t.max_epochs)
-    else:
-        n = count_train_images(cfg.data)
-        if n is None:
-            log.info("target cache off (cache.views auto): tar shards are read in order")
-            return 0
-        devices = t.devices if isinstance(t.devices, int) and t.devices > 0 else 1
-        per_step = cfg.data.batch_size * devices * t.num_nodes * t.accumulate_grad_batches
-        epochs = t.max_steps / max(1, n // per_step)
-    if epochs > AUTO_VIEWS:
-        log.info("target cache: %d views (cache.views auto; %.1f epochs)", AUTO_VIEWS, epochs)
-        return AUTO_VIEWS
-    log.info("target cache off (cache.views auto): %.1f epochs would not reuse a view", epochs)
-    return 0
 
 
 def cache_dir(cfg: CacheConfig, out_dir: str | Path) -> Path:
@@ -93,25 +65,25 @@ def teacher_key(
     return {
         "version": KEY_VERSION,
         "teacher_sha256": module.teacher_records[i]["sha256"],
-        "teacher_input": list(module._teacher_imgs[i]),
+        "teacher_input": list(module.branch(i).img_size),
         "data": split_fingerprint(dm.cfg, "train"),
         "view_recipe": dm.keyed_description(),
         "views": int(cfg.views),
         "kinds": kinds,
         # patch targets are stored on the student's grid
-        "patch_grid": list(module._student_grid) if module.use_patch else None,
+        "patch_grid": list(module.student_grid) if module.use_patch else None,
         "compute": compute,
         "dtype": cfg.dtype,
     }
 
 
 def _layout(module: MomaMethod, i: int, num_images: int, cfg: CacheConfig) -> StoreLayout:
-    dim = int(module.teachers[i].embed_dim)
+    dim = int(module.branch(i).teacher.embed_dim)
     kinds: dict[str, tuple[int, ...]] = {}
     if module.use_cls:
         kinds["cls"] = (dim,)
     if module.use_patch:
-        h, w = module._student_grid
+        h, w = module.student_grid
         kinds["patch"] = (h * w, dim)
     # A function of the data size alone: a store built by one process is reused by N.
     chunk = min(CHUNK_IMAGES, max(1, -(-num_images // MIN_CHUNKS)))
@@ -336,8 +308,8 @@ class TargetCache(L.Callback):
                 "seconds": round(pl_module.cache_build_s, 2),
                 "teachers": [{k: v for k, v in r.items() if k != "store"} for r in records],
             }
-            text = json.dumps(summary, indent=1)
-            atomic_write(self.out_dir / "target_cache.json", lambda f: f.write(text.encode()))
+            record = RunFolder(self.out_dir).target_cache_record
+            atomic_write_text(record, json.dumps(summary, indent=1))
 
 
 def precision_context(precision: str, device: torch.device) -> Callable[[], AbstractContextManager]:
@@ -355,32 +327,3 @@ def run_device(accelerator: str) -> torch.device:
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return torch.device("cuda", 0)
     return torch.device("cpu")
-
-
-def build_target_cache(cfg: MomaRunConfig) -> list[dict]:
-    """Build (or check and reuse) the target stores of a distill config's teachers, without
-    training: what a ``moma distill`` with the same config would find ready. Returns the
-    per-teacher records of :func:`prepare_stores`."""
-    from moma.data.datamodule import SSLDataModule
-    from moma.methods.moma import build_moma
-    from moma.methods.moma_config import check_cache_config
-    from moma.models.attention import set_attention
-    from moma.train.fit import seed_run
-
-    check_cache_config(cfg.cache)
-    views = resolve_views(cfg)
-    if views < 1:
-        raise ConfigError(f"cache.views is {cfg.cache.views!r}: no target cache to build")
-    cfg = dataclasses.replace(cfg, cache=dataclasses.replace(cfg.cache, views=views))
-    seed_run(cfg.trainer.seed)
-    module = build_moma(cfg)
-    device = run_device(cfg.trainer.accelerator)
-    module.to(device).eval()
-    set_attention(module, device, cfg.trainer.attention)
-    dm = SSLDataModule(cfg.data, views=1, augment="mae", keyed_views=views)
-    dm.setup("fit")
-    root = cache_dir(cfg.cache, cfg.trainer.out_dir)
-    precision = precision_context(cfg.trainer.precision, device)
-    return prepare_stores(
-        module, dm, cfg.cache, root, device, precision, progress=cfg.trainer.progress_bar
-    )

@@ -1,69 +1,30 @@
-"""Configuration of a MOMA run: teachers, student, MOMA options, and their validation.
+"""MOMA's own options (:class:`MomaConfig`) and its teacher-target cache's
+(:class:`CacheConfig`), with their checks.
 
-Re-exported by :mod:`moma.methods.moma`, which the CLI and users import them from.
+The run config that holds them with the teachers, the student, the optimiser and the trainer
+is :class:`moma.commands.distill.MomaRunConfig`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
-from moma.data.config import DataConfig
 from moma.errors import ConfigError
 from moma.methods.moma_loss import LOSSES, TARGET_NORMS
-from moma.methods.optim import OptimConfig
 from moma.models.masking import check_mask_ratio
-from moma.models.vit import BackboneConfig
-from moma.train.config import TrainerConfig
+from moma.moved import forwarder
 
 TARGETS = ("cls", "patch", "cls+patch")
 GRID_MISMATCH = ("resample", "error")
 CACHE_DTYPES = ("float16", "bfloat16", "float32")
 
-
-@dataclass
-class TeacherConfig:
-    """One frozen teacher.
-
-    Attributes:
-        path: weights file (official MAE / MoCo v3 / DINO / DINOv2, timm, OpenCLIP, or a moma
-            export / checkpoint).
-        format: ``auto`` | ``mae`` | ``mocov3`` | ``timm`` | ``moma`` | ``dino`` | ``open_clip``
-            (see ``load_backbone``).
-        arch: timm base architecture hint for files that do not describe themselves.
-        weight: weight of this teacher's loss in the total (default 1:1).
-        name: name in logs (``train/loss_<name>``) and checkpoints; default: from the path.
-    """
-
-    path: str
-    format: Literal["auto", "mae", "mocov3", "timm", "moma", "dino", "open_clip"] = "auto"
-    arch: str | None = None
-    weight: float = 1.0
-    name: str | None = None
-
-
-@dataclass
-class StudentConfig:
-    """The student backbone.
-
-    Attributes:
-        init: ``"random"`` (built from ``backbone``) or a weights file to start from (e.g. the
-            MAE encoder in mechanism ``mocov3 -> mae``).
-        format: checkpoint format of ``init`` (as for teachers).
-        backbone: the architecture for random init. With a checkpoint the sizes come from the
-            file; ``backbone.arch`` and ``backbone.num_heads`` are hints for files that do not
-            record them, and ``backbone.drop_path_rate`` applies. The image size is always the
-            data's (``pos_embed`` of a checkpoint is resampled if it differs).
-    """
-
-    init: str = "random"
-    format: Literal["auto", "mae", "mocov3", "timm", "moma", "dino", "open_clip"] = "auto"
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+__getattr__ = forwarder(__name__)  # the run config moved to moma.commands.distill
 
 
 @dataclass
 class MomaConfig:
-    """MOMA options (DESIGN.md section 1); every choice the paper leaves open.
+    """MOMA options (docs/DESIGN.md, section 1); every choice the paper leaves open.
 
     Attributes:
         mask_ratio: fraction of the student's patch tokens dropped, in [0, 0.98].
@@ -89,6 +50,10 @@ class MomaConfig:
     projector_layers: int = 2
     projector_hidden_dim: int | None = None
     grid_mismatch: Literal["resample", "error"] = "resample"
+
+    def check(self) -> None:
+        """Refuse invalid MOMA options, naming the option (:func:`check_moma_config`)."""
+        check_moma_config(self)
 
 
 @dataclass
@@ -120,30 +85,6 @@ class CacheConfig:
     dir: str | None = None
     dtype: Literal["float16", "bfloat16", "float32"] = "float16"
     batch_size: int | None = None
-
-
-def _default_trainer() -> TrainerConfig:
-    return TrainerConfig(out_dir="runs/moma")
-
-
-@dataclass
-class MomaRunConfig:
-    """Everything ``moma distill`` takes (``--config file.yaml`` + dotted overrides).
-
-    Teachers are a list. On the command line ``--teachers.path P`` changes the last teacher;
-    ``--teachers '[{"path": "a.pth", "name": "mae"}, {"path": "b.pth.tar", "format": "mocov3"}]'``
-    (JSON) updates a config file's list item by item when it has as many items (fields left
-    out keep the file's values) and replaces it otherwise; ``--teachers+ '{"path": ...}'``
-    appends a teacher (jsonargparse's list rules).
-    """
-
-    data: DataConfig = field(default_factory=DataConfig)
-    teachers: list[TeacherConfig] = field(default_factory=list)
-    student: StudentConfig = field(default_factory=StudentConfig)
-    moma: MomaConfig = field(default_factory=MomaConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    trainer: TrainerConfig = field(default_factory=_default_trainer)
-    cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 def check_cache_config(cfg: CacheConfig) -> None:

@@ -1,30 +1,30 @@
-"""MOMA's teachers: loading, naming, fingerprints, and their geometry against the student's.
+"""MOMA's teachers: what identifies them, fingerprints, their geometry against the student's,
+and the branch each one is in a :class:`~moma.methods.moma.MomaMethod`.
 
 A :class:`Teacher` is a loaded frozen backbone with what identifies it in logs and checkpoints
-(name, path, sha256). :func:`resample_patch_tokens` maps a teacher's patch tokens onto the
-student's patch grid. Re-exported by :mod:`moma.methods.moma`.
+(name, path, sha256); a :class:`TeacherBranch` holds it with its projector, weight and grid. :func:`resample_patch_tokens` maps a teacher's patch tokens onto the
+student's patch grid. Loading teachers from a run config is the command's job
+(:func:`moma.commands.distill.build_teachers`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from moma.errors import ConfigError
-from moma.methods.moma_config import TeacherConfig
+from moma.models.vit import global_feature, grid_size
+from moma.moved import forwarder
 
 # The name of the module these helpers were split from, so log records (and logging configs or
 # filters that select them by logger name) stay as they were.
 log = logging.getLogger("moma.methods.moma")
+__getattr__ = forwarder(__name__)  # loading teachers moved to moma.commands.distill
 
 
 @dataclass
@@ -60,32 +60,8 @@ def weights_sha256(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def teacher_names(cfgs: Sequence[TeacherConfig]) -> list[str]:
-    """Names for the teachers: ``name`` if set, else the file stem (``parent_stem`` when the
-    stems collide, e.g. ``mae_backbone`` and ``mocov3_backbone``), else ``teacher<i>``."""
-
-    def clean(s: str) -> str:
-        return re.sub(r"[^A-Za-z0-9_]+", "_", s).strip("_") or "teacher"
-
-    explicit = [c.name for c in cfgs if c.name]
-    if len(set(explicit)) != len(explicit):
-        raise ConfigError(f"teachers: names must be unique, got {explicit}")
-    stems = [clean(Path(c.path).name.split(".")[0]) for c in cfgs]
-    names: list[str] = []
-    for i, c in enumerate(cfgs):
-        if c.name:
-            names.append(c.name)
-            continue
-        name = stems[i]
-        if stems.count(name) > 1 or name in explicit:
-            name = clean(f"{Path(c.path).parent.name}_{name}")
-        if name in names or name in explicit:
-            name = f"teacher{i}"
-        names.append(name)
-    return names
-
-
-def _img_size(vit: VisionTransformer) -> tuple[int, int]:
+def image_size(vit: VisionTransformer) -> tuple[int, int]:
+    """The input size ``(H, W)`` a ViT was built for."""
     return tuple(int(s) for s in vit.patch_embed.img_size)
 
 
@@ -103,18 +79,63 @@ def resample_patch_tokens(tokens: Tensor, src: tuple[int, int], dst: tuple[int, 
     return fmap.flatten(2).transpose(1, 2)  # [N, h'*w', D]
 
 
-def build_teachers(cfgs: Sequence[TeacherConfig]) -> list[Teacher]:
-    """Load each teacher with ``load_backbone`` and hash its file."""
-    from moma.models.checkpoint import load_backbone, sha256_file
+class TeacherBranch(nn.Module):
+    """One teacher's branch of MOMA: the frozen teacher, the projector that maps the student's
+    tokens into its space, its loss weight, its name and record, and its geometry.
 
-    if not cfgs:
-        raise ConfigError(
-            'MOMA needs at least one teacher: --teachers \'[{"path": "teacher.pth"}]\''
-        )
-    teachers = []
-    for cfg, name in zip(cfgs, teacher_names(cfgs)):
-        digest = sha256_file(cfg.path)
-        model = load_backbone(cfg.path, arch=cfg.arch, format=cfg.format)
-        teachers.append(Teacher(model, name, float(cfg.weight), str(cfg.path), digest))
-        log.info("teacher %r: %s (sha256 %s...)", name, cfg.path, digest[:12])
-    return teachers
+    Submodules: ``teacher`` (frozen: ``requires_grad=False``, always ``eval()``) and
+    ``projector`` (trained). ``record`` is what checkpoints keep of the teacher (name, path,
+    sha256, weight), never its weights.
+    """
+
+    def __init__(
+        self,
+        teacher: Teacher,
+        name: str,
+        projector: nn.Module,
+        student_grid: tuple[int, int],
+        use_cls: bool,
+        use_patch: bool,
+    ) -> None:
+        super().__init__()
+        self.teacher = teacher.model
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+        self.projector = projector
+        self.name = name
+        self.weight = float(teacher.weight)
+        self.record = {
+            "name": name,
+            "path": teacher.path,
+            "sha256": teacher.sha256 or weights_sha256(teacher.model),
+            "sha256_of": "file" if teacher.sha256 else "weights",
+            "weight": self.weight,
+        }
+        self.grid = grid_size(self.teacher)  # its patch grid (h, w)
+        self.img_size = image_size(self.teacher)  # the input size it was built for
+        self.student_grid = tuple(student_grid)
+        self.use_cls, self.use_patch = use_cls, use_patch
+
+    def train(self, mode: bool = True) -> TeacherBranch:
+        """Set the projector's training mode; the teacher stays in ``eval()``."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    @torch.no_grad()
+    def targets(self, imgs: Tensor) -> TeacherTargets:
+        """The teacher's final-norm tokens on the full view ``imgs [N, 3, H, W]``: CLS
+        ``[N, Dt]`` and/or patch tokens resampled to the student's grid ``[N, Ls, Dt]``.
+        Runs under the caller's autocast."""
+        x = imgs
+        if tuple(x.shape[-2:]) != self.img_size:
+            x = F.interpolate(
+                x, size=self.img_size, mode="bilinear", align_corners=False, antialias=True
+            )
+        tokens = self.teacher.forward_features(x)  # [N, P + Lt, Dt]
+        cls = global_feature(self.teacher, tokens) if self.use_cls else None  # [N, Dt]
+        patches = None
+        if self.use_patch:
+            patches = tokens[:, self.teacher.num_prefix_tokens :]  # [N, Lt, Dt]
+            patches = resample_patch_tokens(patches, self.grid, self.student_grid)  # [N, Ls, Dt]
+        return TeacherTargets(cls, patches)

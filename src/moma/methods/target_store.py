@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from moma.train.atomic import atomic_write
+from moma.run_folder import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,7 @@ class TargetStore:
             "chunk_images": layout.chunk_images,
             **info,
         }
-        text = json.dumps(meta, indent=1)
-        atomic_write(folder / "meta.json", lambda f: f.write(text.encode()))
+        atomic_write_text(folder / "meta.json", json.dumps(meta, indent=1))
         return store
 
     @classmethod
@@ -194,7 +193,7 @@ class TargetStore:
             del mm
         self._maps.clear()  # readers re-map after writes
         digest = self._chunk_digest(c)
-        atomic_write(self._digest_path(c), lambda f: f.write(digest.encode()))
+        atomic_write_text(self._digest_path(c), digest)
 
     def verify(self, chunks: list[int] | None = None) -> list[int]:
         """Chunks (of ``chunks``, default all finished ones) whose bytes no longer match their

@@ -1,4 +1,5 @@
-"""Load ViT backbones safely from the checkpoint formats a user brings (DESIGN.md section 2).
+"""Load ViT backbones safely from the checkpoint formats a user brings (docs/DESIGN.md,
+section 2).
 
 Formats (``format=`` of :func:`load_backbone`):
 
@@ -69,27 +70,22 @@ from torch import nn
 
 from moma.errors import CheckpointError
 
-# The pieces of the loader live in their own modules; their names are re-exported here
-# (``X as X``) because the rest of moma, the tests and users import them from this module.
-from moma.models.checkpoint_arch import BASE_ARCH as BASE_ARCH
-from moma.models.checkpoint_arch import MOCOV3_HEADS as MOCOV3_HEADS
-from moma.models.checkpoint_arch import TIMM_HEADS as TIMM_HEADS
-from moma.models.checkpoint_arch import _arch_defaults
-from moma.models.checkpoint_arch import guess_num_heads as guess_num_heads
-from moma.models.checkpoint_arch import infer_vit_kwargs as infer_vit_kwargs
-from moma.models.checkpoint_arch import mlp_ratio_for as mlp_ratio_for
-from moma.models.checkpoint_formats import FORMAT_VERSION as FORMAT_VERSION
-from moma.models.checkpoint_formats import FORMATS as FORMATS
-from moma.models.checkpoint_formats import METHOD_PREFIXES as METHOD_PREFIXES
-from moma.models.checkpoint_formats import MOMA_EXPORT_FORMAT as MOMA_EXPORT_FORMAT
-from moma.models.checkpoint_formats import detect_format as detect_format
-from moma.models.checkpoint_formats import read_export_metadata as read_export_metadata
-from moma.models.checkpoint_keys import HEAD_PREFIXES as HEAD_PREFIXES
-from moma.models.checkpoint_keys import extract_backbone_state_dict as extract_backbone_state_dict
+# The loader's pieces live in their own modules; the names in ``__all__`` are this module's
+# public API (the loader's facade), the rest moved (see moma.moved).
+from moma.models.checkpoint_arch import (
+    arch_defaults,
+    base_arch,
+    guess_num_heads,
+    infer_vit_kwargs,
+)
+from moma.models.checkpoint_formats import FORMATS, detect_format, read_export_metadata
+from moma.models.checkpoint_keys import extract_backbone_state_dict
 from moma.models.safe_load import list_keys, one_line, read_checkpoint, sha256_file
 from moma.models.vit import create_vit
+from moma.moved import forwarder
 
 log = logging.getLogger(__name__)
+__getattr__ = forwarder(__name__)  # names that moved keep importing from here (warn once)
 
 __all__ = [
     "FORMATS",
@@ -153,16 +149,14 @@ def load_backbone(
 
     inferred = infer_vit_kwargs(sd, path)
     kwargs: dict[str, Any] = {**inferred, **meta["timm_kwargs"]}
-    base = (
-        arch or meta.get("arch") or BASE_ARCH.get(int(kwargs["embed_dim"]), "vit_base_patch16_224")
-    )
+    base = arch or meta.get("arch") or base_arch(kwargs["embed_dim"])
     if "num_heads" in overrides:
         heads_from = "override"
     elif "num_heads" in kwargs:
         heads_from = "file metadata"
-    elif fmt == "moma" and meta.get("arch") and _arch_defaults(meta["arch"]) is not None:
+    elif fmt == "moma" and meta.get("arch") and arch_defaults(meta["arch"]) is not None:
         # a moma config without num_heads trained with its arch's default
-        kwargs["num_heads"] = _arch_defaults(meta["arch"])[1]
+        kwargs["num_heads"] = arch_defaults(meta["arch"])[1]
         heads_from = f"default of {meta['arch']} (file metadata)"
     else:
         kwargs["num_heads"], heads_from = guess_num_heads(

@@ -23,6 +23,7 @@ from moma.models.vit import create_vit
 TIMM_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1152: 16, 1280: 16, 1536: 24}
 # MoCo v3's own ViTs: ViT-S is 384 dims with 12 heads (timm's vit_small has 6), ViT-B 768 / 12.
 MOCOV3_HEADS = {384: 12, 768: 12}
+# The timm arch named for a width when nothing else names one (sizes always come from the weights).
 BASE_ARCH = {
     192: "vit_tiny_patch16_224",
     384: "vit_small_patch16_224",
@@ -30,6 +31,12 @@ BASE_ARCH = {
     1024: "vit_large_patch16_224",
     1280: "vit_huge_patch14_224",
 }
+FALLBACK_ARCH = BASE_ARCH[768]  # a width BASE_ARCH does not know
+
+
+def base_arch(embed_dim: int) -> str:
+    """The timm base arch recorded for a ViT of width ``embed_dim`` (its sizes are recorded too)."""
+    return BASE_ARCH.get(int(embed_dim), FALLBACK_ARCH)
 
 
 def _need(sd: Mapping[str, torch.Tensor], key: str, where: Path) -> torch.Tensor:
@@ -118,7 +125,7 @@ def infer_vit_kwargs(
 
 
 @functools.lru_cache(maxsize=32)
-def _arch_defaults(arch: str) -> tuple[int, int] | None:
+def arch_defaults(arch: str) -> tuple[int, int] | None:
     """(embed_dim, num_heads) of a timm arch, built on the meta device (no memory, no init)."""
     try:
         m = create_vit(arch, depth=1, device="meta")
@@ -137,7 +144,7 @@ def guess_num_heads(embed_dim: int, fmt: str = "timm", arch: str | None = None) 
     if fmt == "mocov3" and embed_dim in MOCOV3_HEADS:
         return MOCOV3_HEADS[embed_dim], "MoCo v3 layout"
     if arch:
-        d = _arch_defaults(arch)
+        d = arch_defaults(arch)
         if d is not None and d[0] == embed_dim:
             return d[1], f"default of {arch}"
     if embed_dim in TIMM_HEADS:

@@ -24,23 +24,23 @@ FORMAT_VERSION = 1
 METHOD_PREFIXES = {"mae": "encoder.", "mocov3": "base_encoder.", "moma": "student."}
 
 
-def _strip(sd: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+def strip_prefix(sd: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return {
         k[len(prefix) :]: v for k, v in sd.items() if isinstance(k, str) and k.startswith(prefix)
     }
 
 
-def _unwrap_module(sd: Mapping[str, Any]) -> dict[str, Any]:
+def unwrap_module(sd: Mapping[str, Any]) -> dict[str, Any]:
     """Drop a DistributedDataParallel ``module.`` prefix carried by every key."""
     if sd and all(isinstance(k, str) and k.startswith("module.") for k in sd):
-        return _strip(sd, "module.")
+        return strip_prefix(sd, "module.")
     return dict(sd)
 
 
-def _looks_like_vit(sd: Any) -> bool:
+def looks_like_vit(sd: Any) -> bool:
     if not isinstance(sd, Mapping):
         return False
-    sd = _unwrap_module(sd)
+    sd = unwrap_module(sd)
     return "patch_embed.proj.weight" in sd and any(
         isinstance(k, str) and k.startswith("blocks.0.") for k in sd
     )
@@ -54,7 +54,7 @@ def dino_backbone_prefix(teacher: Mapping[str, Any]) -> str | None:
     ``ibot_head.*``.
     """
     for prefix in ("backbone.", "module.backbone.", ""):
-        if _looks_like_vit(_strip(teacher, prefix) if prefix else teacher):
+        if looks_like_vit(strip_prefix(teacher, prefix) if prefix else teacher):
             return prefix
     return None
 
@@ -66,8 +66,8 @@ def open_clip_state_dict(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The full state dict of an OpenCLIP file whose image tower is a timm ViT, else ``None``."""
     for sd in (obj, obj.get("state_dict")):
         if isinstance(sd, Mapping):
-            sd = _unwrap_module(sd)
-            if _looks_like_vit(_strip(sd, OPEN_CLIP_TRUNK)):
+            sd = unwrap_module(sd)
+            if looks_like_vit(strip_prefix(sd, OPEN_CLIP_TRUNK)):
                 return sd
     return None
 
@@ -121,14 +121,14 @@ def detect_format(obj: Mapping[str, Any], path: str | Path) -> str:
             for k in sd
         ):
             return "mocov3"
-        if _looks_like_vit(sd):
+        if looks_like_vit(sd):
             return "timm"
         for prefix in ("student.", "encoder."):
-            if _looks_like_vit(_strip(sd, prefix)):
+            if looks_like_vit(strip_prefix(sd, prefix)):
                 return "moma"
-    if _looks_like_vit(obj.get("model")):
+    if looks_like_vit(obj.get("model")):
         return "mae"
-    if _looks_like_vit(obj):
+    if looks_like_vit(obj):
         return "timm"
     raise CheckpointError(
         f"{path}: cannot tell the checkpoint format (top-level keys: {list_keys(map(str, obj))}); "

@@ -26,12 +26,12 @@ from moma.models.checkpoint_formats import (
     FORMATS,
     METHOD_PREFIXES,
     OPEN_CLIP_TRUNK,
-    _looks_like_vit,
-    _strip,
-    _unwrap_module,
     dino_backbone_prefix,
+    looks_like_vit,
     open_clip_state_dict,
     read_export_metadata,
+    strip_prefix,
+    unwrap_module,
 )
 from moma.models.safe_load import list_keys
 
@@ -71,12 +71,12 @@ def extract_backbone_state_dict(
     }
     if fmt == "mae":
         sd = obj.get("model", obj)
-        if not _looks_like_vit(sd):
+        if not looks_like_vit(sd):
             raise CheckpointError(
                 f"{where}: format 'mae' expects {{'model': state_dict}} with timm ViT keys "
                 f"(patch_embed.proj.weight, blocks.0.*); top-level keys: {list_keys(map(str, obj))}"
             )
-        sd = _unwrap_module(sd)
+        sd = unwrap_module(sd)
     elif fmt == "mocov3":
         full = obj.get("state_dict", obj)
         full = full if isinstance(full, Mapping) else {}
@@ -93,21 +93,21 @@ def extract_backbone_state_dict(
                 f"{where}: format 'mocov3' expects {{'state_dict': ...}} with 'module.base_encoder.*' keys; "
                 f"found {list_keys(map(str, full or obj))}"
             )
-        sd = _strip(full, prefix)
+        sd = strip_prefix(full, prefix)
         meta["ignored"] = len(full) - len(sd)
         meta["source_prefix"] = prefix
     elif fmt == "timm":
         sd = obj
         for key in ("state_dict", "model"):
-            if _looks_like_vit(obj.get(key)):
+            if looks_like_vit(obj.get(key)):
                 sd = obj[key]
                 break
-        if not _looks_like_vit(sd):
+        if not looks_like_vit(sd):
             raise CheckpointError(
                 f"{where}: format 'timm' expects a timm ViT state dict (patch_embed.proj.weight, "
                 f"blocks.0.*); found {list_keys(map(str, obj))}"
             )
-        sd = _unwrap_module(sd)
+        sd = unwrap_module(sd)
     elif fmt == "dino":
         teacher = obj.get("teacher")
         prefix = dino_backbone_prefix(teacher) if isinstance(teacher, Mapping) else None
@@ -116,7 +116,7 @@ def extract_backbone_state_dict(
                 f"{where}: format 'dino' expects {{'teacher': {{'backbone.*': ...}}}} with timm ViT "
                 f"keys under backbone.; top-level keys: {list_keys(map(str, obj))}"
             )
-        sd = _strip(teacher, prefix) if prefix else dict(teacher)
+        sd = strip_prefix(teacher, prefix) if prefix else dict(teacher)
         meta["ignored"] = len(teacher) - len(sd)
         meta["source_prefix"] = f"teacher.{prefix}"
         log.info("%s: DINO checkpoint: taking the teacher's backbone (%r)", where, prefix)
@@ -127,7 +127,7 @@ def extract_backbone_state_dict(
                 f"{where}: format 'open_clip' expects an image tower under {OPEN_CLIP_TRUNK!r}; "
                 f"top-level keys: {list_keys(map(str, obj))}"
             )
-        sd = _strip(full, OPEN_CLIP_TRUNK)
+        sd = strip_prefix(full, OPEN_CLIP_TRUNK)
         meta["ignored"] = len(full) - len(sd)
         meta["source_prefix"] = OPEN_CLIP_TRUNK
     elif fmt == "moma":
@@ -197,7 +197,7 @@ def _extract_moma(
             meta["timm_kwargs"] = _backbone_config_kwargs(info.get("timm_kwargs") or {})
         else:
             log.info("%s: no moma export metadata found; inferring the architecture", where)
-        if not _looks_like_vit(obj):
+        if not looks_like_vit(obj):
             raise CheckpointError(
                 f"{where}: moma export holds no ViT keys: {list_keys(map(str, obj))}"
             )
@@ -230,7 +230,7 @@ def _extract_moma(
             (
                 p
                 for p in ("student.", "encoder.", "base_encoder.")
-                if _looks_like_vit(_strip(full, p))
+                if looks_like_vit(strip_prefix(full, p))
             ),
             None,
         )
@@ -240,7 +240,7 @@ def _extract_moma(
                 f"student./encoder./base_encoder.; keys: {list_keys(map(str, full))}"
             )
         log.info("%s: no 'moma' entry; taking the backbone under %r", where, prefix)
-    sd = _strip(full, prefix)
+    sd = strip_prefix(full, prefix)
     if not sd:
         raise CheckpointError(
             f"{where}: no keys under {prefix!r} in state_dict: {list_keys(map(str, full))}"

@@ -23,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +31,10 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from moma.errors import CheckpointError
-from moma.models.checkpoint import FORMAT_VERSION, MOMA_EXPORT_FORMAT, mlp_ratio_for
+from moma.models.checkpoint_arch import base_arch, mlp_ratio_for
+from moma.models.checkpoint_formats import FORMAT_VERSION, MOMA_EXPORT_FORMAT
 from moma.models.vit import describe
+from moma.run_folder import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -75,34 +75,10 @@ def backbone_timm_kwargs(model: VisionTransformer) -> dict[str, Any]:
     return kw
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync and os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable (best effort: not every filesystem allows it)
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
-
-
 def export_backbone(
     model: VisionTransformer,
     path: str | Path,
-    arch: str = "vit_base_patch16_224",
+    arch: str | None = None,
     extra: dict | None = None,
 ) -> Path:
     """Write ``model``'s backbone to ``path`` (``.safetensors``) and its config to ``path.with_suffix(".json")``.
@@ -112,7 +88,9 @@ def export_backbone(
     "arch": arch, "timm_kwargs": {...}, "sha256": <of the .safetensors>, **extra}``; the same JSON
     is stored in the safetensors header (key ``moma``) so the weights file alone still loads with
     :func:`~moma.models.checkpoint.load_backbone`. Both files are written atomically. ``arch``
-    names the timm base architecture; ``timm_kwargs`` override all of its sizes. Returns ``path``.
+    names the timm base architecture (default: the one of the model's width,
+    :func:`~moma.models.checkpoint_arch.base_arch`); ``timm_kwargs`` override all of its sizes.
+    Returns ``path``.
     See the module docstring for the exact ``timm.create_model`` call that loads the export.
     """
     import safetensors.torch
@@ -139,7 +117,7 @@ def export_backbone(
     meta: dict[str, Any] = {
         "format": MOMA_EXPORT_FORMAT,
         "format_version": FORMAT_VERSION,
-        "arch": arch,
+        "arch": arch or base_arch(model.embed_dim),
         "timm_kwargs": backbone_timm_kwargs(model),
     }
     header = dict(meta)
@@ -154,8 +132,8 @@ def export_backbone(
         sidecar = (json.dumps(meta, indent=2) + "\n").encode()
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: extra metadata is not JSON-serialisable: {e}") from None
-    _atomic_write(path, data)  # weights first: a sidecar never describes missing weights
-    _atomic_write(path.with_suffix(".json"), sidecar)
+    atomic_write(path, lambda f: f.write(data))  # weights first: a sidecar never describes
+    atomic_write(path.with_suffix(".json"), lambda f: f.write(sidecar))  # missing weights
     log.info(
         "exported backbone to %s (+ %s), sha256 %s",
         path,

@@ -1,8 +1,9 @@
 """Fixed 2-D sin-cos position tables, in the layouts of MAE and of MoCo v3.
 
 Both methods train with a non-learned table. The two layouts hold the same numbers with the
-row and column halves swapped (DESIGN.md section 2), so a table is only ever generated for a
-freshly initialised model: a pre-trained ``pos_embed`` is always taken from its checkpoint.
+row and column halves swapped (docs/DESIGN.md, section 2), so a table is only ever generated
+for a freshly initialised model: a pre-trained ``pos_embed`` is always taken from its
+checkpoint.
 
 Per axis, a table of width ``D/2`` is ``[sin(pos * w), cos(pos * w)]`` with the frequencies
 ``w_i = 1 / temperature ** (i / (D/4))`` for ``i < D/4``.

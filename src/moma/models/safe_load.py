@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from moma.errors import CheckpointError
-from moma.models.integrity import verify_digest
+from moma.integrity import verify_digest
 from moma.paths import regular_file
 
 log = logging.getLogger(__name__)

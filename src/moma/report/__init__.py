@@ -6,10 +6,10 @@ Submodules are imported lazily (``format_table`` needs neither torch nor matplot
 from importlib import import_module
 from typing import Any
 
+from moma.moved import forwarder
+
 _EXPORTS = {
     "build_report": "moma.report.build",
-    "ReportConfig": "moma.report.run",
-    "run_report": "moma.report.run",
     "format_table": "moma.report.table",
     "load_results": "moma.report.gather",
     "find_loss_curves": "moma.report.gather",
@@ -21,7 +21,10 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
+_moved = forwarder(__name__)  # moma report's config and run moved to moma.commands.report
+
+
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'moma.report' has no attribute {name!r}")
+    return _moved(name)

@@ -10,6 +10,11 @@ from typing import Any
 
 from torch import Tensor
 
+from moma.data import load_split
+from moma.eval.features import iterate_batches
+from moma.models.checkpoint import load_backbone
+from moma.report.attention import attention_maps
+from moma.report.feature_map import feature_map
 from moma.report.gather import find_loss_curves, find_reconstructions, load_results
 from moma.report.plots import plot_accuracy, plot_losses
 from moma.report.table import format_table
@@ -27,7 +32,6 @@ NOTES = (
 
 def _backbones_from_results(rows: list[dict]) -> dict[str, Any]:
     """Load each non-baseline backbone file named by the results (for attention maps)."""
-    from moma.models.checkpoint import load_backbone
 
     out: dict[str, Any] = {}
     for r in rows:
@@ -95,8 +99,6 @@ def build_report(
     if images is not None:
         nets = backbones if backbones is not None else _backbones_from_results(rows)
         if nets:
-            from moma.report.attention import attention_maps
-
             p = attention_maps(nets, images[:num_images], out_dir / "attention_maps.png")
             figures.append(("CLS attention maps (last block, mean over heads)", p.name))
     if figures:
@@ -122,7 +124,6 @@ def _feature_map_section(
     points: int,
 ) -> list[str]:
     """The Markdown of the feature-map figure (empty when it cannot be drawn)."""
-    from moma.report.feature_map import feature_map
 
     try:
         drawn = feature_map(
@@ -152,9 +153,6 @@ def _feature_map_section(
 def _first_images(data_cfg: Any, n: int) -> Tensor | None:
     """The first ``n`` test images of a data config (``None`` if the data cannot be read)."""
     try:
-        from moma.data import load_split
-        from moma.eval.features import iterate_batches
-
         images, _ = next(iterate_batches(load_split(data_cfg, "test"), n))
         return images
     except Exception as exc:  # the figure is optional

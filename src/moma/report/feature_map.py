@@ -22,8 +22,18 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+import moma.eval.features as eval_features  # an attribute: tests replace extract_features
+from moma.data import load_split
+from moma.data.config import is_fashion_mnist
+from moma.data.fashion_mnist import CLASSES
+from moma.data.folders import class_names, dataset_dir
+from moma.eval.baselines import RAW_PIXELS, RawPixels
+from moma.eval.cache import load_features, read_cache_meta
+from moma.eval.run import dataset_name
+from moma.models.checkpoint import load_backbone
 from moma.report.plots import save_figure
 from moma.report.table import group_models
+from moma.run_folder.layout import FEATURE_CACHE
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +62,10 @@ def subsample(n: int, points: int, seed: int = SEED) -> np.ndarray:
 
 def _cache_entries(run_dirs: list[Path]) -> list[tuple[Path, dict]]:
     """``(path, key parts)`` of every test-split feature cache file under ``run_dirs``."""
-    from moma.eval.cache import read_cache_meta
 
     found = []
     for run_dir in run_dirs:
-        for path in sorted(Path(run_dir).rglob("cache/features/*.pt")):
+        for path in sorted(Path(run_dir).rglob(f"{FEATURE_CACHE}/*.pt")):
             meta = read_cache_meta(path)
             if meta is not None and meta.get("split") == "test":
                 found.append((path, meta))
@@ -83,10 +92,8 @@ def _matches(meta: dict, rec: dict) -> bool:
 def _computed(rec: dict, model: Any, test: Any, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from torch.utils.data import Subset
 
-    from moma.eval.features import extract_features
-
     features = "cls" if rec.get("features") == "pixels" else str(rec.get("features", "cls"))
-    feats, labels = extract_features(
+    feats, labels = eval_features.extract_features(
         model, Subset(test, idx.tolist()), features=features, batch_size=256,
         precision=str(rec.get("precision", "bf16")),  # as the evaluation extracted them
     )  # fmt: skip
@@ -106,7 +113,6 @@ def map_inputs(
     the subsample from ``backbones[name]`` or the weights file the result names (raw pixels
     too), on ``data_cfg``'s test split. Models with neither are left out (logged).
     """
-    from moma.eval.cache import load_features
 
     entries = _cache_entries(run_dirs)
     test, done, out = None, set(), []
@@ -131,8 +137,6 @@ def map_inputs(
             continue
         try:
             if test is None:
-                from moma.data import load_split
-
                 test = load_split(data_cfg, "test")
             idx = subsample(len(test), points)
             feats, labels = _computed(rec, model, test, idx)
@@ -145,7 +149,6 @@ def map_inputs(
 
 def _model_of(rec: dict) -> Any:
     """The backbone a result names, when it can be rebuilt (a file, or raw pixels)."""
-    from moma.eval.baselines import RAW_PIXELS, RawPixels
 
     if rec.get("backbone") == RAW_PIXELS:
         return RawPixels()
@@ -153,8 +156,6 @@ def _model_of(rec: dict) -> Any:
     if rec.get("backbone_sha256") is None or not path.is_file():
         return None
     try:
-        from moma.models.checkpoint import load_backbone
-
         return load_backbone(path)
     except Exception as exc:
         log.warning("feature map: cannot load %s: %s", path, exc)
@@ -218,13 +219,8 @@ def plot_feature_maps(
 def class_names_of(data_cfg: Any) -> list[str] | None:
     """Class names of a data config (Fashion-MNIST's, or a folder's class sub-folders)."""
     try:
-        from moma.data.config import is_fashion_mnist
-
         if is_fashion_mnist(data_cfg):
-            from moma.data.fashion_mnist import CLASSES
-
             return list(CLASSES)
-        from moma.data.folders import class_names, dataset_dir
 
         return class_names(dataset_dir(data_cfg.dataset)) or None
     except Exception:  # names are a nicety: the legend falls back to class numbers
@@ -246,7 +242,5 @@ def feature_map(
     datasets = {str(r.get("dataset")) for r in rows}
     names = None
     if data_cfg is not None:
-        from moma.eval.run import dataset_name
-
         names = class_names_of(data_cfg) if datasets == {dataset_name(data_cfg)} else None
     return plot_feature_maps(inputs, path, names), inputs

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from moma.errors import ConfigError
 from moma.paths import regular_file
+from moma.run_folder.layout import LOGS, RECONSTRUCTIONS, RESULTS
+from moma.run_folder.metrics import METRICS_FILE, log_columns, merge_attempts, read_series
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +28,8 @@ def load_results(run_dirs: list[Path]) -> list[dict]:
     found: dict[tuple, tuple[float, dict]] = {}
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
-        paths = sorted(run_dir.rglob("results/*.json"))
-        if run_dir.name == "results":
+        paths = sorted(run_dir.rglob(f"{RESULTS}/*.json"))
+        if run_dir.name == RESULTS:
             paths += sorted(run_dir.glob("*.json"))
         for path in paths:
             try:
@@ -96,26 +98,15 @@ def read_loss_curve(path: Path, label: str | None = None) -> LossCurve | None:
     """The training loss from a Lightning ``CSVLogger`` ``metrics.csv`` (``None`` if absent
     or unreadable, with a warning)."""
     try:
-        with open(regular_file(path, ConfigError, "CSV log"), newline="") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            col = _loss_column(header)
-            if col is None or "step" not in header:
-                return None
-            steps, losses = [], []
-            for row in reader:
-                try:
-                    step, loss = float(row["step"]), float(row[col])
-                except (TypeError, ValueError):
-                    continue  # rows of other metrics leave this column empty
-                if math.isfinite(loss) and math.isfinite(step):
-                    steps.append(step)
-                    losses.append(loss)
+        col = _loss_column(log_columns(path))
+        points = read_series(path, col) if col is not None else []
     except (ConfigError, OSError, UnicodeDecodeError, csv.Error) as exc:
         log.warning("skipping unreadable training log %s: %s", path, exc)
         return None
-    if not losses:
+    points = [(s, v) for s, v in points if math.isfinite(s) and math.isfinite(v)]
+    if not points:
         return None
+    steps, losses = (list(x) for x in zip(*points))
     return LossCurve(label or path.parent.name, steps, losses, col)
 
 
@@ -126,7 +117,7 @@ def _run_root(path: Path) -> tuple[Path, int]:
     ``OUT/lightning_logs/version_3/metrics.csv`` belong to ``OUT``; ``OUT/metrics.csv`` too.
     """
     parent = path.parent
-    if parent.name.startswith("version_") and parent.parent.name in ("logs", "lightning_logs"):
+    if parent.name.startswith("version_") and parent.parent.name in (LOGS, "lightning_logs"):
         try:
             version = int(parent.name.split("_")[-1])
         except ValueError:
@@ -145,24 +136,18 @@ def find_loss_curves(run_dirs: list[Path]) -> list[LossCurve]:
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
         runs: dict[Path, list[tuple[int, Path]]] = {}
-        for path in sorted(run_dir.rglob("metrics.csv")):
+        for path in sorted(run_dir.rglob(METRICS_FILE)):
             root, version = _run_root(path)
             runs.setdefault(root, []).append((version, path))
         for root, files in sorted(runs.items()):
-            by_step: dict[float, float] = {}
-            column = None
-            for _, path in sorted(files):
-                curve = read_loss_curve(path)
-                if curve is None:
-                    continue
-                column = column or curve.column
-                by_step.update(zip(curve.steps, curve.losses))
-            if not by_step or column is None:
+            attempts = [c for c in (read_loss_curve(p) for _, p in sorted(files)) if c is not None]
+            if not attempts:
                 continue
+            merged = merge_attempts(list(zip(c.steps, c.losses)) for c in attempts)
             rel = root.relative_to(run_dir) if root != run_dir else Path()
             label = run_dir.name if str(rel) == "." else f"{run_dir.name}/{rel}"
-            steps = sorted(by_step)
-            curves.append(LossCurve(label, steps, [by_step[s] for s in steps], column))
+            steps = [s for s, _ in merged]
+            curves.append(LossCurve(label, steps, [v for _, v in merged], attempts[0].column))
     return curves
 
 
@@ -171,6 +156,6 @@ def find_reconstructions(run_dirs: list[Path]) -> list[tuple[str, Path]]:
     out = []
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
-        for path in sorted(run_dir.rglob("reconstructions*.png")):
+        for path in sorted(run_dir.rglob(f"{Path(RECONSTRUCTIONS).stem}*.png")):
             out.append((run_dir.name, path))
     return out

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from moma.train.compile import check_compile
+from moma.train.cpu_share import check_threads
+
 
 @dataclass
 class TrainerConfig:
@@ -70,8 +73,6 @@ class TrainerConfig:
 
     def check(self) -> None:
         """Refuse values of moma's own engine options that cannot work (`ConfigError`)."""
-        from moma.train.compile import check_compile
-        from moma.train.cpu_share import check_threads
 
         check_threads(self.threads)
         check_compile(self.compile)

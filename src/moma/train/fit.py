@@ -18,16 +18,19 @@ from lightning.pytorch.loggers import CSVLogger
 from moma.errors import CheckpointError, ConfigError
 from moma.methods.base import CHECKPOINT_FORMAT_VERSION, SSLMethod
 from moma.models.attention import set_attention, use_fused_attention
+from moma.models.export import export_backbone
 from moma.models.safe_load import one_line, read_checkpoint
 from moma.paths import output_folder
-from moma.train.atomic import AtomicCheckpointIO, atomic_write, remove_stale_temp_files
+from moma.run_folder import RunFolder, RunLock, atomic_write_text, last_checkpoint
+from moma.run_folder.atomic import remove_stale_temp_files
+from moma.run_folder.layout import LOGS, TENSORBOARD, set_aside_previous_run
+from moma.seeding import seed_run
+from moma.train.checkpoint_io import AtomicCheckpointIO
 from moma.train.compile import CompileBlocks
 from moma.train.config import TrainerConfig
 from moma.train.cpu_share import CpuShareGuard
 from moma.train.guards import RunGuard
-from moma.train.lock import RunLock
 from moma.train.resume_config import check_resume_config, history_path, history_text
-from moma.train.run_folder import set_aside_previous_run
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +58,6 @@ class RunResult:
     global_step: int
     interrupted: bool
     stop_signal: int | None = None  # the signal that interrupted the run (SIGTERM, SIGINT)
-
-
-def last_checkpoint(out_dir: str | Path) -> Path:
-    """The path a run's newest complete checkpoint lives at."""
-    return Path(out_dir) / "checkpoints" / "last.ckpt"
 
 
 def _resume_path(cfg: TrainerConfig) -> Path | None:
@@ -108,12 +106,6 @@ def _mismatch(err: Exception, show: int = 2) -> str:
     return " ".join(text.split())[:400] or str(err).splitlines()[0]
 
 
-def seed_run(seed: int) -> None:
-    """Seed every generator before a run builds its models, so that a randomly initialised
-    model depends on the seed alone (``fit`` seeds again before training)."""
-    L.seed_everything(int(seed), workers=True, verbose=False)
-
-
 class AttentionKernel(L.Callback):
     """Picks the attention kernel of every timm ViT in the module once it is on its device."""
 
@@ -138,12 +130,12 @@ def build_trainer(
     # otherwise overwrite the metrics of the interrupted attempt on resume.
     # flush_logs_every_n_steps=1: a row reaches the disk when logged, not up to 100 steps later
     # (a SIGKILL would lose those rows; an interrupted run is resumed from its checkpoint).
-    loggers = [CSVLogger(save_dir=str(out_dir), name="logs", flush_logs_every_n_steps=1)]
+    loggers = [CSVLogger(save_dir=str(out_dir), name=LOGS, flush_logs_every_n_steps=1)]
     try:
         import tensorboard  # noqa: F401
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        loggers.append(TensorBoardLogger(save_dir=str(out_dir), name="tb"))
+        loggers.append(TensorBoardLogger(save_dir=str(out_dir), name=TENSORBOARD))
     except ImportError:
         pass
     # The method's own callbacks (a target cache built at fit start) run once the attention
@@ -196,7 +188,8 @@ def fit(
     use_fused_attention("cpu", cfg.attention)  # a bad option fails before anything is written
     cfg.check()
     out_dir = output_folder(cfg.out_dir, "trainer.out_dir")
-    guard = RunGuard(last_checkpoint(out_dir), cfg.ckpt_every_n_steps)
+    run = RunFolder(out_dir)
+    guard = RunGuard(run.checkpoint, cfg.ckpt_every_n_steps)
     try:  # before the lock: a refused option leaves no folder behind
         trainer = build_trainer(cfg, guard, out_dir, callbacks)
     except (MisconfigurationException, ValueError) as e:  # Lightning refused an option
@@ -206,7 +199,7 @@ def fit(
     if rank0:  # DDP children re-run this command: only the launching process locks
         lock.acquire()
         # A run killed while writing left its temp files: under the lock they are nobody's.
-        for folder in (out_dir, last_checkpoint(out_dir).parent):
+        for folder in (run.root, run.checkpoints):
             for p in remove_stale_temp_files(folder):
                 log.info("removed %s (a write interrupted by a crash)", p)
     try:
@@ -224,15 +217,13 @@ def fit(
             del ckpt
         module.run_config = config or {}
         if rank0:  # every check passed: now the folder changes
-            if cfg.resume == "never" and last_checkpoint(out_dir).exists():
+            if cfg.resume == "never" and run.checkpoint.exists():
                 set_aside_previous_run(out_dir)
             if history is not None:
-                text = history[1]
-                atomic_write(history[0], lambda f: f.write(text.encode()))
+                atomic_write_text(*history)
                 log.info("the config of the earlier steps is kept in %s", history[0])
             if config is not None:
-                text = yaml.safe_dump(config, sort_keys=False)
-                atomic_write(out_dir / "config.yaml", lambda f: f.write(text.encode()))
+                atomic_write_text(run.config, yaml.safe_dump(config, sort_keys=False))
         seed_run(cfg.seed)
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -246,12 +237,10 @@ def fit(
             raise
         export = None
         if trainer.is_global_zero and not guard.interrupted:
-            from moma.models.export import export_backbone
-
             export = export_backbone(
                 module.export_backbone(),
-                out_dir / "backbone.safetensors",
-                arch=module.backbone_cfg.get("arch", "vit_base_patch16_224"),
+                run.export,
+                arch=module.backbone_cfg.get("arch"),
                 extra={"method": module.name, "global_step": trainer.global_step},
             )
         return RunResult(

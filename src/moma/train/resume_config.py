@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from moma.errors import CheckpointError
+from moma.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def check_resume_config(
 
 def history_path(out_dir: Path, step: int) -> Path:
     """Where the config that trained steps up to ``step`` is kept when it is replaced."""
-    folder = Path(out_dir) / "config_history"
+    folder = RunFolder(out_dir).config_history
     path = folder / f"config_until_step_{step}.yaml"
     n = 1
     while path.exists():  # the same step replaced twice: keep both

@@ -1,0 +1,370 @@
+"""``moma quickstart``: MOMA's comparison end to end on Fashion-MNIST (32 px, patch 4).
+
+Stages: pre-train an MAE and a MoCo v3 teacher; compute each teacher's targets once on
+``cache_views`` views of every image (the teacher-target cache, shared by every mechanism
+that distils from that teacher); distil the paper's three mechanisms (MoCo v3 ->
+MAE-initialised student, MAE -> MoCo-v3-initialised student, both -> a smaller random
+student) on those targets; evaluate every backbone plus raw-pixel and random-init baselines
+(kNN and linear probe); write ``OUT/report.md`` and plots. Re-running the same command skips
+finished stages and resumes an interrupted one (training stages resume from their last
+checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from moma.commands.distill import (
+    MomaRunConfig,
+    StudentConfig,
+    TeacherConfig,
+    build_target_cache,
+    run_moma,
+)
+from moma.commands.pretrain import MAERunConfig, MoCoV3RunConfig, run_mae, run_mocov3
+from moma.commands.record import config_to_dict
+from moma.data import DataConfig
+from moma.errors import ConfigError
+from moma.eval.run import run_eval
+from moma.methods.mocov3 import mocov3_optim
+from moma.methods.moma_config import CacheConfig
+from moma.methods.optim import OptimConfig
+from moma.models.vit import BackboneConfig
+from moma.paths import output_folder
+from moma.report.build import build_report
+from moma.report.gather import load_results
+from moma.report.table import format_table
+from moma.report.verdict import beat_sentence
+from moma.run_folder import atomic_write_text
+from moma.train import RunResult, TrainerConfig
+from moma.validation import prepare_run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Budget:
+    """How much compute each stage gets. Distillation gets fewer steps than pre-training."""
+
+    mae_steps: int
+    mocov3_steps: int  # a MoCo v3 step costs ~6x an MAE step (two full views + momentum)
+    distill_epochs: int  # epochs of each distillation over the cached targets
+    cache_views: int  # cached views per image (each teacher runs once per image per view)
+    batch_size: int
+    train_subset: int | None  # training images used for pre-training and distillation
+    eval_subset: int | None  # training images in the kNN bank / linear-probe training set
+    teacher: BackboneConfig
+    student_small: BackboneConfig  # the compact random-init student of mechanism 3
+    linear_epochs: int
+    knn_k: list[int]
+    ckpt_every_n_steps: int = 100
+    distill_steps: int = -1  # > 0: this many steps instead of distill_epochs (smoke runs)
+    map_points: int = 2000  # test images in the report's t-SNE map of each backbone
+
+
+def _vit(depth: int, dim: int, heads: int) -> BackboneConfig:
+    return BackboneConfig(
+        arch="vit_tiny_patch16_224", img_size=32, patch_size=4, depth=depth,
+        embed_dim=dim, num_heads=heads,
+    )  # fmt: skip
+
+
+BUDGETS: dict[str, Budget] = {
+    # CI-sized: proves every stage runs; accuracies are not meaningful.
+    "smoke": Budget(
+        mae_steps=30, mocov3_steps=15, distill_epochs=1, distill_steps=20, cache_views=1,
+        batch_size=64, train_subset=4096,
+        eval_subset=4096, teacher=_vit(2, 64, 2), student_small=_vit(2, 48, 2),
+        linear_epochs=5, knn_k=[20, 200], ckpt_every_n_steps=10, map_points=500,
+    ),
+    # About 22 minutes on 2 idle CPU cores (measured 22m04s; RESULTS.md); 6x192 teachers, a
+    # 4x192 compact student; 10 epochs was the most distillation that fit in 30 minutes.
+    "default": Budget(
+        mae_steps=600, mocov3_steps=110, distill_epochs=10, cache_views=2, batch_size=256,
+        train_subset=None,
+        eval_subset=20000, teacher=_vit(6, 192, 3), student_small=_vit(4, 192, 3),
+        linear_epochs=30, knn_k=[20, 200],
+    ),
+    # Real results: about 80 minutes on 2 idle CPU cores (from the stage costs of the measured
+    # default run), minutes on a GPU.
+    "long": Budget(
+        mae_steps=4000, mocov3_steps=800, distill_epochs=20, cache_views=4, batch_size=256,
+        train_subset=None, eval_subset=None, teacher=_vit(6, 192, 3),
+        student_small=_vit(4, 192, 3), linear_epochs=60, knn_k=[20, 200],
+        ckpt_every_n_steps=200,
+    ),
+}  # fmt: skip
+
+
+@dataclass
+class QuickstartConfig:
+    """Options of ``moma quickstart``."""
+
+    budget: Literal["smoke", "default", "long"] = "default"
+    out: str = "runs/quickstart"
+    precision: str = "bf16-mixed"
+    seed: int = 0
+    data_root: str | None = None  # Fashion-MNIST folder (default: the Debian package's)
+    progress_bar: bool = True
+    stages: list[str] = field(default_factory=list)  # run only these (default: all)
+
+    def check(self) -> None:
+        """Refuse an unknown stage name, listing the known ones (raises `ConfigError`)."""
+        out = Path(self.out)
+        known = [*training_stages(self, BUDGETS[self.budget], out, DataConfig()), "eval", "report"]
+        unknown = sorted(set(self.stages) - set(known))
+        if unknown:
+            raise ConfigError(f"stages: unknown stage(s) {unknown}; known: {known}")
+
+
+class StageLog:
+    """``OUT/stages.json``: wall time and images processed of every stage, across re-runs."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / "stages.json"
+        self.data: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def done(self, name: str) -> bool:
+        return bool(self.data.get(name, {}).get("done"))
+
+    def add(self, name: str, wall: float, done: bool, **info) -> None:
+        rec = self.data.setdefault(name, {"wall_time_s": 0.0})
+        rec["wall_time_s"] = round(rec["wall_time_s"] + wall, 2)
+        rec.update(info, done=done)
+        atomic_write_text(self.path, json.dumps(self.data, indent=2))
+
+
+def _fmt(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s"
+
+
+def _trainer(cfg: QuickstartConfig, b: Budget, out: Path, steps: int, epochs: int = 1):
+    return TrainerConfig(
+        out_dir=str(out), max_steps=steps, max_epochs=epochs, precision=cfg.precision,
+        seed=cfg.seed, ckpt_every_n_steps=b.ckpt_every_n_steps, progress_bar=cfg.progress_bar,
+        log_every_n_steps=10,
+    )  # fmt: skip
+
+
+# The mechanisms: student stage -> (what it distils from, the model it starts from).
+MECHANISMS = {
+    "moma_mocov3_to_mae": (["mocov3"], "mae"),
+    "moma_mae_to_mocov3": (["mae"], "mocov3"),
+    "moma_both_to_random": (["mocov3", "mae"], None),
+}
+
+
+def training_stages(cfg: QuickstartConfig, b: Budget, out: Path, data: DataConfig) -> dict:
+    """name -> (role, run config builder, run function) of the training stages: the two
+    teachers, the teacher-target cache (``targets``) and the three mechanisms.
+
+    Learning rates are raised from the papers' base_lr (set for batches of 4096 and hundreds
+    of epochs) because these runs are short: lr = base_lr * 256 / 256.
+    """
+    mae_w = str(out / "mae" / "backbone.safetensors")
+    moco_w = str(out / "mocov3" / "backbone.safetensors")
+    # One store per teacher under OUT/targets, shared by every mechanism using that teacher.
+    cache = CacheConfig(views=b.cache_views, dir=str(out / "targets"))
+
+    def distill(name: str, teachers: list[TeacherConfig], student: StudentConfig):
+        # A pre-trained student starts closer to its targets than a random one.
+        lr = 1e-3 if student.init == "random" else 5e-4
+        return lambda: MomaRunConfig(
+            data=data, teachers=teachers, student=student, optim=OptimConfig(base_lr=lr),
+            trainer=_trainer(cfg, b, out / name, b.distill_steps, b.distill_epochs),
+            cache=cache,
+        )  # fmt: skip
+
+    both = [TeacherConfig(path=moco_w, name="mocov3"), TeacherConfig(path=mae_w, name="mae")]
+    both_to_random = distill(
+        "moma_both_to_random", both, StudentConfig(init="random", backbone=b.student_small)
+    )
+
+    return {
+        "mae": ("teacher", lambda: MAERunConfig(
+            data=data, backbone=b.teacher, optim=OptimConfig(base_lr=1.5e-3),
+            trainer=_trainer(cfg, b, out / "mae", b.mae_steps),
+        ), run_mae),
+        "mocov3": ("teacher", lambda: MoCoV3RunConfig(
+            data=data, backbone=b.teacher,
+            optim=dataclasses.replace(mocov3_optim(), base_lr=1e-3, warmup_fraction=0.1),
+            trainer=_trainer(cfg, b, out / "mocov3", b.mocov3_steps),
+        ), run_mocov3),
+        # The teachers' targets, computed once for all three mechanisms (mechanism 3 has
+        # both teachers; a store does not depend on the student).
+        "targets": ("cache", both_to_random, build_target_cache),
+        "moma_mocov3_to_mae": ("student", distill(
+            "moma_mocov3_to_mae", [TeacherConfig(path=moco_w, name="mocov3")],
+            StudentConfig(init=mae_w),
+        ), run_moma),
+        "moma_mae_to_mocov3": ("student", distill(
+            "moma_mae_to_mocov3", [TeacherConfig(path=mae_w, name="mae")],
+            StudentConfig(init=moco_w),
+        ), run_moma),
+        "moma_both_to_random": ("student", both_to_random, run_moma),
+    }  # fmt: skip
+
+
+def run_quickstart(cfg: QuickstartConfig) -> Path | RunResult:
+    """Run (or resume) every stage and write ``OUT/report.md``; returns its path.
+
+    When a training stage is stopped by SIGTERM/SIGINT (after saving its checkpoint) the
+    stage's :class:`~moma.train.RunResult` is returned instead and later stages do not run.
+    """
+    cfg = prepare_run(cfg)
+    if cfg.budget not in BUDGETS:
+        raise ConfigError(f"--budget must be one of {sorted(BUDGETS)}, got {cfg.budget!r}")
+    b = BUDGETS[cfg.budget]
+    out = output_folder(cfg.out, "out")
+    out.mkdir(parents=True, exist_ok=True)
+    stages = StageLog(out)
+    data = DataConfig(
+        root=cfg.data_root, batch_size=b.batch_size, subset=b.train_subset, seed=cfg.seed
+    )
+    train = training_stages(cfg, b, out, data)
+    names = [*train, "eval", "report"]
+    wanted = cfg.stages or names
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise ConfigError(f"--stages: unknown stage(s) {unknown}; known: {names}")
+    t_all = time.perf_counter()
+    for i, name in enumerate(names, 1):
+        if name not in wanted:
+            continue
+        tag = f"[{i}/{len(names)}] {name}"
+        if stages.done(name) and name != "report":
+            log.info("%s: done earlier, skipped", tag)
+            continue
+        t0 = time.perf_counter()
+        if name in train and train[name][0] == "cache":
+            _, make, build = train[name]
+            run_cfg = make()
+            records = build(run_cfg)
+            wall = time.perf_counter() - t0
+            images = sum(r["store"].layout.num_images * r["store"].layout.views for r in records)
+            stages.add(
+                name, wall, done=True, role="cache", steps=0, images_processed=images,
+                teachers=[r["teacher"] for r in records], views=b.cache_views,
+                config=config_to_dict(run_cfg),
+            )  # fmt: skip
+            log.info("%s: finished in %s (%d teacher forwards)", tag, _fmt(wall), images)
+        elif name in train:
+            role, make, run = train[name]
+            run_cfg = make()
+            res = run(run_cfg)
+            wall = time.perf_counter() - t0
+            images = res.global_step * b.batch_size
+            stages.add(
+                name, wall, done=not res.interrupted, role=role, steps=res.global_step,
+                images_processed=images, config=config_to_dict(run_cfg),
+            )  # fmt: skip
+            if res.interrupted:
+                log.warning("%s interrupted; re-run the same command to resume", tag)
+                return res  # the CLI reports the signal and exits 128 + signal
+            log.info(
+                "%s: finished in %s (%d steps, %d images)", tag, _fmt(wall), res.global_step, images
+            )
+        elif name == "eval":
+            n = run_evals(cfg, b, out, data, train)
+            stages.add(name, time.perf_counter() - t0, done=True, evaluations=n)
+            log.info("%s: finished in %s (%d evaluations)", tag, _fmt(time.perf_counter() - t0), n)
+        else:
+            report = write_report(cfg, b, out, stages)
+            stages.add(name, time.perf_counter() - t0, done=True)
+            log.info("%s: %s written", tag, report)
+    log.info(
+        "quickstart (%s) finished in %s; report: %s",
+        cfg.budget,
+        _fmt(time.perf_counter() - t_all),
+        out / "report.md",
+    )
+    return out / "report.md"
+
+
+def run_evals(cfg: QuickstartConfig, b: Budget, out: Path, data: DataConfig, train: dict) -> int:
+    """kNN and linear probe of baselines, teachers and students (finished ones are skipped)."""
+    eval_dir = out / "eval"
+    data = dataclasses.replace(data, subset=b.eval_subset)
+    models: list[tuple[str, str, str, BackboneConfig | None]] = [
+        ("raw-pixels", "raw-pixels", "baseline", None),
+        ("random-init", "random-init", "baseline", b.teacher),
+    ]
+    for name, (role, _, _) in train.items():
+        if role in ("teacher", "student"):
+            models.append((name, str(out / name / "backbone.safetensors"), role, None))
+    n = 0
+    for name, spec, role, bb_cfg in models:
+        for protocol in ("knn", "linear"):
+            label = f"knn-k{b.knn_k[0]}" if protocol == "knn" else "linear"
+            if (eval_dir / "results" / f"{label}-{name}.json").exists():
+                continue
+            overrides = {"k": b.knn_k} if protocol == "knn" else {"epochs": b.linear_epochs}
+            recs = run_eval(
+                protocol, spec, data, eval_dir, name, role, backbone_cfg=bb_cfg, seed=cfg.seed,
+                extras=_compute_extras(out, name), **overrides,
+            )  # fmt: skip
+            for label, rec in recs.items():
+                log.info("  %-22s %-9s %.2f%%", name, label, rec["value"])
+            n += 1
+    return n
+
+
+def _compute_extras(out: Path, name: str) -> dict:
+    """The training compute of a model, shown next to its accuracy in the report."""
+    stages = StageLog(out).data.get(name)
+    if not stages:
+        return {}
+    return {
+        "train_images": stages.get("images_processed"),
+        "train_wall_s": stages.get("wall_time_s"),
+    }
+
+
+def verdict_lines(rows: list[dict], b: Budget) -> list[str]:
+    """One sentence per mechanism: did its student beat both pre-trained models it learned
+    from (its teacher(s), and the model it started from) on kNN and the linear probe?"""
+    protocols = [f"knn-k{b.knn_k[0]}", "linear"]
+    lines = []
+    for student, (teachers, start) in MECHANISMS.items():
+        if start is None:
+            text = beat_sentence(rows, student, teachers, protocols)
+        else:
+            who = f"its teacher ({teachers[0]}) and its starting point ({start})"
+            text = beat_sentence(rows, student, [*teachers, start], protocols, who)
+        lines.append(f"- {text}" if text else f"- **{student}**: no results yet.")
+    return lines
+
+
+def write_report(cfg: QuickstartConfig, b: Budget, out: Path, stages: StageLog) -> Path:
+    """``OUT/report.md``: the results table and plots, then the settings and stage costs."""
+    path = build_report(
+        [out],
+        out,
+        title=f"moma quickstart ({cfg.budget})",
+        data_cfg=DataConfig(root=cfg.data_root),
+        map_points=b.map_points,
+    )  # data_cfg: test images for the CLS attention maps
+    lines = ["", "## Stages (compute)", "", "| stage | steps | images processed | wall time |",
+             "| --- | ---: | ---: | ---: |"]  # fmt: skip
+    for name, rec in stages.data.items():
+        lines.append(
+            f"| {name} | {rec.get('steps', '')} | {rec.get('images_processed', '')} | "
+            f"{_fmt(rec.get('wall_time_s', 0.0))} |"
+        )
+    lines += ["", "## Did the students beat their teachers?", ""]
+    lines += verdict_lines(load_results([out]), b)
+    settings = {k: v for k, v in dataclasses.asdict(b).items()}
+    lines += ["", "## Settings", "", f"budget `{cfg.budget}`, precision `{cfg.precision}`, seed {cfg.seed}",
+              "", "```json", json.dumps(settings, indent=1), "```", ""]  # fmt: skip
+    with open(path, "a") as f:
+        f.write("\n".join(lines))
+    sys.stdout.write(format_table(load_results([out])) + "\n")
+    return path
