@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from moma.errors import ConfigError
-from moma.paths import user_path
+from moma.paths import output_folder, user_path
 from moma.seeding import seed_run
 
 T = TypeVar("T")
@@ -312,6 +312,13 @@ def _method_check(cfg: Any, where: str) -> None:
     cfg.check()
 
 
+def _check_cache(cfg: Any, where: str) -> None:
+    # Checked even when this run will not use the cache (cache.views auto on a short run):
+    # a folder that can never be made is a wrong value, not a latent one.
+    if cfg.dir is not None:
+        output_folder(cfg.dir, f"{where}dir")
+
+
 #: class name -> check of several fields together (after each field passed its own rules).
 CLASS_CHECKS: dict[str, Callable[[Any, str], None]] = {
     "DataConfig": _method_check,
@@ -319,6 +326,7 @@ CLASS_CHECKS: dict[str, Callable[[Any, str], None]] = {
     "MomaConfig": _method_check,
     "MAEConfig": _method_check,
     "MoCoV3Config": _method_check,
+    "CacheConfig": _check_cache,
     "MomaRunConfig": _check_moma_run,
     "MAERunConfig": _check_pretrain_run,
     "MoCoV3RunConfig": _check_pretrain_run,

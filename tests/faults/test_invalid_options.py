@@ -73,6 +73,17 @@ def test_output_folder_that_is_a_file(tmp_path, distill, capsys):
     assert taken.read_text() == "a user's file"
 
 
+def test_cache_dir_below_a_file_is_refused_even_when_the_cache_is_off(tmp_path, distill, capsys):
+    # Found by the CLI sweep: a 2-step run turns the cache off (cache.views auto), so a
+    # cache.dir that can never be a folder used to pass unnoticed.
+    taken = tmp_path / "taken"
+    taken.write_text("a user's file")
+    out = tmp_path / "run"
+    argv = [*distill(out), f"--cache.dir={taken}/below"]
+    one_line_error(capsys, main(argv), "cache.dir", f"{taken} is not a folder")
+    assert not out.exists() and taken.read_text() == "a user's file"
+
+
 def test_backbone_of_another_image_size(finished_run, tmp_path, capsys):
     """The run's student takes 16 px images; 32 px data used to fail inside timm."""
     run, _ = finished_run
