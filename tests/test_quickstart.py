@@ -40,7 +40,9 @@ def test_quickstart_smoke_runs_every_stage_and_resumes(tmp_path):
     for name in MODELS[4:]:
         summary = json.loads((out / name / "target_cache.json").read_text())
         assert all(t["built_chunks"] == 0 for t in summary["teachers"])  # reused, not rebuilt
-    assert "## Did the students beat their teachers?" in report
+    # the verdict sits right under the results table, before the maps and figures
+    verdict = report.index("### Did the students beat their teachers?")
+    assert report.index("## Results") < verdict < report.index("feature_maps.png")
     assert report.count("**moma_") >= 3  # one sentence per mechanism
     results = {p.name for p in (out / "eval" / "results").glob("*.json")}
     assert len(results) == len(MODELS) * 3  # knn-k20, knn-k200, linear

@@ -344,13 +344,17 @@ def verdict_lines(rows: list[dict], b: Budget) -> list[str]:
 
 
 def write_report(cfg: QuickstartConfig, b: Budget, out: Path, stages: StageLog) -> Path:
-    """``OUT/report.md``: the results table and plots, then the settings and stage costs."""
+    """``OUT/report.md``: the results table with one verdict per mechanism under it, the
+    plots, then the stage costs and settings."""
+    verdict = ["### Did the students beat their teachers?", ""]
+    verdict += verdict_lines(load_results([out]), b)
     path = build_report(
         [out],
         out,
         title=f"moma quickstart ({cfg.budget})",
         data_cfg=DataConfig(root=cfg.data_root),
         map_points=b.map_points,
+        summary=verdict,
     )  # data_cfg: test images for the CLS attention maps
     lines = ["", "## Stages (compute)", "", "| stage | steps | images processed | wall time |",
              "| --- | ---: | ---: | ---: |"]  # fmt: skip
@@ -359,8 +363,6 @@ def write_report(cfg: QuickstartConfig, b: Budget, out: Path, stages: StageLog) 
             f"| {name} | {rec.get('steps', '')} | {rec.get('images_processed', '')} | "
             f"{_fmt(rec.get('wall_time_s', 0.0))} |"
         )
-    lines += ["", "## Did the students beat their teachers?", ""]
-    lines += verdict_lines(load_results([out]), b)
     settings = {k: v for k, v in dataclasses.asdict(b).items()}
     lines += ["", "## Settings", "", f"budget `{cfg.budget}`, precision `{cfg.precision}`, seed {cfg.seed}",
               "", "```json", json.dumps(settings, indent=1), "```", ""]  # fmt: skip

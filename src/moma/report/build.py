@@ -56,6 +56,7 @@ def build_report(
     num_images: int = 4,
     feature_map: bool = True,
     map_points: int = 2000,
+    summary: list[str] | None = None,
 ) -> Path:
     """Gather ``results/*.json`` and CSV logs under ``run_dirs`` into ``out_dir/report.md``.
 
@@ -66,7 +67,9 @@ def build_report(
     (default: every backbone file named by a result). With ``feature_map``, ``feature_maps.png``
     next to the table: a t-SNE of each model's features on ``map_points`` test images
     (:mod:`moma.report.feature_map`; from the evaluation's feature cache when it is under
-    ``run_dirs``, else computed on ``data_cfg``'s test split). Returns the path of ``report.md``.
+    ``run_dirs``, else computed on ``data_cfg``'s test split). ``summary``: Markdown lines
+    placed right under the table (the quickstart's verdict per mechanism). Returns the path
+    of ``report.md``.
     """
     run_dirs = [Path(d) for d in run_dirs]
     out_dir = Path(out_dir)
@@ -75,6 +78,7 @@ def build_report(
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     md = [f"# {title}", "", f"_Generated {stamp} from {len(rows)} result(s)._", ""]
     md += ["## Results", "", format_table(rows), NOTES, ""]
+    md += [*summary, ""] if summary else []
     if rows and feature_map:
         md += _feature_map_section(rows, run_dirs, out_dir, data_cfg, backbones, map_points)
     figures: list[tuple[str, str]] = []
