@@ -81,7 +81,7 @@ def main() -> None:
     best = max(((mean[(m, "linear")], m) for m in models if m.startswith("moma")), default=None)
     if pix is not None and best is not None:
         lines.append(f"- best student linear: {best[1]} {best[0]:.2f} vs raw pixels {pix:.2f}")
-    lines += ["", "| run | " + " | ".join(["stage wall times (s)"]) + " |", "| --- | --- |"]
+    lines += ["", "| run | stage wall times (s) |", "| --- | --- |"]
     for folder in args.runs:
         stages = json.loads((folder / "stages.json").read_text())
         total = sum(float(v.get("wall_time_s") or 0) for v in stages.values())

@@ -346,8 +346,9 @@ def verdict_lines(rows: list[dict], b: Budget) -> list[str]:
 def write_report(cfg: QuickstartConfig, b: Budget, out: Path, stages: StageLog) -> Path:
     """``OUT/report.md``: the results table with one verdict per mechanism under it, the
     plots, then the stage costs and settings."""
+    rows = load_results([out])  # read once: the verdict and the printed table use the same rows
     verdict = ["### Did the students beat their teachers?", ""]
-    verdict += verdict_lines(load_results([out]), b)
+    verdict += verdict_lines(rows, b)
     path = build_report(
         [out],
         out,
@@ -363,10 +364,10 @@ def write_report(cfg: QuickstartConfig, b: Budget, out: Path, stages: StageLog) 
             f"| {name} | {rec.get('steps', '')} | {rec.get('images_processed', '')} | "
             f"{_fmt(rec.get('wall_time_s', 0.0))} |"
         )
-    settings = {k: v for k, v in dataclasses.asdict(b).items()}
+    settings = dataclasses.asdict(b)
     lines += ["", "## Settings", "", f"budget `{cfg.budget}`, precision `{cfg.precision}`, seed {cfg.seed}",
               "", "```json", json.dumps(settings, indent=1), "```", ""]  # fmt: skip
     with open(path, "a") as f:
         f.write("\n".join(lines))
-    sys.stdout.write(format_table(load_results([out])) + "\n")
+    sys.stdout.write(format_table(rows) + "\n")
     return path
