@@ -58,15 +58,16 @@ def autocast_name(context: AbstractContextManager) -> str:
 
 
 def teacher_key(
-    module: MomaMethod, i: int, dm: SSLDataModule, cfg: CacheConfig, compute: str
+    module: MomaMethod, i: int, dm: SSLDataModule, cfg: CacheConfig, compute: str, data: str
 ) -> dict:
-    """What determines teacher ``i``'s cached targets."""
+    """What determines teacher ``i``'s cached targets (``data``: the training split's
+    fingerprint, :func:`~moma.data.fingerprint.split_fingerprint`)."""
     kinds = [k for k, on in (("cls", module.use_cls), ("patch", module.use_patch)) if on]
     return {
         "version": KEY_VERSION,
         "teacher_sha256": module.teacher_records[i]["sha256"],
         "teacher_input": list(module.branch(i).img_size),
-        "data": split_fingerprint(dm.cfg, "train"),
+        "data": data,
         "view_recipe": dm.keyed_description(),
         "views": int(cfg.views),
         "kinds": kinds,
@@ -165,11 +166,12 @@ def prepare_stores(
     """
     num_images = dm.num_train_images()
     compute = autocast_name(precision())
+    data = split_fingerprint(dm.cfg, "train")  # once: it stats every file of the split
     runner = TeacherRunner(module, dm, device, precision, _first_batch_size(cfg, device))
     records = []
     for i, name in enumerate(module.teacher_names):
         t0 = time.perf_counter()
-        key = teacher_key(module, i, dm, cfg, compute)
+        key = teacher_key(module, i, dm, cfg, compute, data)
         layout = _layout(module, i, num_images, cfg)
         digest = key_digest(key)[:16]
         folder = root / digest
