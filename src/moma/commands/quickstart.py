@@ -93,9 +93,9 @@ BUDGETS: dict[str, Budget] = {
         linear_epochs=30, knn_k=[20, 200],
     ),
     # Real results within 2 hours on the slower of the 2-core machine kinds we have met
-    # (Zen 4, whose steps take 2.1x those of the Zen 5; BENCHMARKS.md "Machine"): the default's
-    # models with 3.3x the MAE and 2.7x the MoCo v3 steps, twice the distillation epochs over
-    # twice the cached views, the full 60k kNN bank. Minutes on a GPU.
+    # (measured 1h36m52s on a Zen 4, whose steps take 2.1x those of a Zen 5; RESULTS.md): the
+    # default's models with 3.3x the MAE and 2.7x the MoCo v3 steps, twice the distillation
+    # epochs over twice the cached views, the full 60k kNN bank. Minutes on a GPU.
     "long": Budget(
         mae_steps=2000, mocov3_steps=300, distill_epochs=20, cache_views=4, batch_size=256,
         train_subset=None, eval_subset=None, teacher=_vit(6, 192, 3),
