@@ -84,8 +84,8 @@ BUDGETS: dict[str, Budget] = {
         eval_subset=4096, teacher=_vit(2, 64, 2), student_small=_vit(2, 48, 2),
         linear_epochs=5, knn_k=[20, 200], ckpt_every_n_steps=10, map_points=500,
     ),
-    # About 22 minutes on 2 idle CPU cores (measured 22m04s; RESULTS.md); 6x192 teachers, a
-    # 4x192 compact student; 10 epochs was the most distillation that fit in 30 minutes.
+    # 22m04s on 2 idle Zen 5 cores, 39m34s on Zen 4 (RESULTS.md); 6x192 teachers, a
+    # 4x192 compact student; 10 epochs was the most distillation that fit in 30 minutes on Zen 5.
     "default": Budget(
         mae_steps=600, mocov3_steps=110, distill_epochs=10, cache_views=2, batch_size=256,
         train_subset=None,
