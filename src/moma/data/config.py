@@ -25,7 +25,8 @@ class DataConfig:
             folder ``/usr/share/datasets/fashion-mnist``, then ``~/.cache/moma/fashion-mnist``
             (where a torchvision download is tried as a last resort).
         img_size: side of the square 3-channel images given to models. Fashion-MNIST's 28 px
-            images are zero-padded to 32 px, then resized when ``img_size != 32``.
+            images are used as they are at ``img_size=28``; otherwise they are zero-padded to
+            32 px, then resized when ``img_size != 32``.
         batch_size: per-process batch size.
         num_workers: DataLoader workers for image folders (the in-RAM path needs none).
         in_memory: keep decoded images in RAM and augment whole batches on the device;

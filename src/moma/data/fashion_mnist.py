@@ -1,4 +1,4 @@
-"""Fashion-MNIST from its IDX files: find them, read them, pad 28 -> 32 px.
+"""Fashion-MNIST from its IDX files: find them, read them, pad 28 -> 32 px (or keep 28).
 
 Search order for the files (``cfg.root`` overrides it): the Debian package folder
 ``/usr/share/datasets/fashion-mnist`` (``apt-get install dataset-fashion-mnist``), then
@@ -35,6 +35,12 @@ CLASSES = (
 MEAN = 0.2190
 STD = 0.3318
 PAD = 2  # 28 + 2 * 2 = 32
+# At the native 28 px (``img_size=28``) the images are not padded: a patch-4 grid is 7x7 and
+# every patch holds image content (at 32 px 28 of the 64 patches are half padding). Stats of
+# the unpadded training images, checked by the same test.
+NATIVE_SIZE = 28
+NATIVE_MEAN = 0.2860
+NATIVE_STD = 0.3530
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -113,12 +119,14 @@ def _download(folder: Path) -> None:
         tmp.replace(target)
 
 
-def load(root: Path, split: str) -> tuple[Tensor, Tensor]:
-    """Read one split: images uint8 ``[N, 1, 32, 32]`` (zero-padded), labels int64 ``[N]``.
+def load(root: Path, split: str, pad: bool = True) -> tuple[Tensor, Tensor]:
+    """Read one split: images uint8 ``[N, 1, 32, 32]`` (zero-padded; ``[N, 1, 28, 28]`` with
+    ``pad=False``), labels int64 ``[N]``.
 
     Args:
         root: folder from `find_root`.
         split: ``"train"`` or ``"test"`` (``"val"`` means ``"test"``: there is no other).
+        pad: zero-pad 28 -> 32 px (``PAD`` on each side).
 
     Raises:
         DataError: a file is missing, corrupt or truncated, or images and labels disagree.
@@ -139,10 +147,13 @@ def load(root: Path, split: str) -> tuple[Tensor, Tensor]:
         )
     if labels.size and int(labels.max()) >= NUM_CLASSES:
         raise DataError(f"{paths[1]}: label {int(labels.max())} out of range 0..9")
+    log.debug("read %d Fashion-MNIST %s images from %s", len(images), split, root)
+    labels_t = torch.from_numpy(labels.astype(np.int64))
+    if not pad:
+        return torch.from_numpy(np.ascontiguousarray(images[:, None])), labels_t
     padded = np.zeros((len(images), 1, 28 + 2 * PAD, 28 + 2 * PAD), dtype=np.uint8)
     padded[:, 0, PAD:-PAD, PAD:-PAD] = images
-    log.debug("read %d Fashion-MNIST %s images from %s", len(images), split, root)
-    return torch.from_numpy(padded), torch.from_numpy(labels.astype(np.int64))
+    return torch.from_numpy(padded), labels_t
 
 
 def padded_stats(images: Tensor) -> tuple[float, float]:

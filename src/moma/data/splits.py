@@ -29,9 +29,12 @@ def dataset_stats(cfg: DataConfig) -> tuple[tuple[float, ...], tuple[float, ...]
     """Per-channel ``(mean, std)`` used to normalise images (3 values each).
 
     Fashion-MNIST: its own statistics on the zero-padded 32 px training images
-    (0.2190 / 0.3318, the same for the 3 channels); image folders: ImageNet's.
+    (0.2190 / 0.3318, the same for the 3 channels), or on the unpadded ones (0.2860 / 0.3530)
+    at its native ``img_size=28``; image folders: ImageNet's.
     """
     if is_fashion_mnist(cfg):
+        if native_fashion_mnist(cfg):
+            return (fashion_mnist.NATIVE_MEAN,) * 3, (fashion_mnist.NATIVE_STD,) * 3
         return (fashion_mnist.MEAN,) * 3, (fashion_mnist.STD,) * 3
     return IMAGENET_MEAN, IMAGENET_STD
 
@@ -56,9 +59,16 @@ def use_in_memory(cfg: DataConfig, num_images: int) -> bool:
     return num_images <= AUTO_IN_MEMORY_MAX_IMAGES
 
 
+def native_fashion_mnist(cfg: DataConfig) -> bool:
+    """Whether Fashion-MNIST is used at its own 28 px, unpadded (``img_size=28``)."""
+    return is_fashion_mnist(cfg) and int(cfg.img_size) == fashion_mnist.NATIVE_SIZE
+
+
 def fashion_mnist_split(cfg: DataConfig, split: str) -> tuple[Tensor, Tensor]:
-    """Fashion-MNIST ``split`` as uint8 ``[N, 1, 32, 32]`` and labels, ``subset`` applied."""
-    images, labels = fashion_mnist.load(fashion_mnist.find_root(cfg.root), split)
+    """Fashion-MNIST ``split`` as uint8 ``[N, 1, 32, 32]`` (``[N, 1, 28, 28]`` at the native
+    ``img_size=28``) and labels, ``subset`` applied."""
+    root = fashion_mnist.find_root(cfg.root)
+    images, labels = fashion_mnist.load(root, split, pad=not native_fashion_mnist(cfg))
     if split == "train" and cfg.subset is not None:
         images, labels = images[: cfg.subset], labels[: cfg.subset]
     return images, labels
