@@ -235,8 +235,11 @@ def run_quickstart(cfg: QuickstartConfig) -> Path | RunResult:
     out.mkdir(parents=True, exist_ok=True)
     stages = StageLog(out)
     data = DataConfig(
-        root=cfg.data_root, img_size=b.teacher.img_size, batch_size=b.batch_size,
-        subset=b.train_subset, seed=cfg.seed,
+        root=cfg.data_root,
+        img_size=b.teacher.img_size,
+        batch_size=b.batch_size,
+        subset=b.train_subset,
+        seed=cfg.seed,
     )
     train = training_stages(cfg, b, out, data)
     names = [*train, "eval", "report"]
