@@ -97,6 +97,12 @@ def test_fashion_mnist_loads_both_splits() -> None:
     std = float(((hist * (v - mean) ** 2).sum() / hist.sum()).sqrt())
     assert (mean, std) == pytest.approx((fm.MEAN, fm.STD), abs=1e-4)
     assert dataset_stats(cfg) == ((fm.MEAN,) * 3, (fm.STD,) * 3)
+    # ... and those of the unpadded ones, used at the native img_size=28.
+    inner = train.images[:, :, 2:-2, 2:-2]
+    hist = torch.bincount(inner.flatten(), minlength=256).double()
+    mean = float((hist * v).sum() / hist.sum())
+    std = float(((hist * (v - mean) ** 2).sum() / hist.sum()).sqrt())
+    assert (mean, std) == pytest.approx((fm.NATIVE_MEAN, fm.NATIVE_STD), abs=1e-4)
     # A batched transform of `.images` gives what indexing gives.
     batch = test.transform(test.images[:4])
     assert torch.allclose(batch[0], img)
@@ -111,6 +117,20 @@ def test_fake_root_load_split_resize_and_subset(fake_root: Path) -> None:
     loader = torch.utils.data.DataLoader(test, batch_size=5)
     imgs, labels = next(iter(loader))
     assert imgs.shape == (5, 3, 16, 16) and labels.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_fake_root_native_28_px_is_unpadded(fake_root: Path) -> None:
+    # img_size=28 is Fashion-MNIST's own size: no zero ring, no resize, the unpadded stats.
+    native, padded = DataConfig(root=str(fake_root), img_size=28), DataConfig(root=str(fake_root))
+    train28, train32 = load_split(native, "train"), load_split(padded, "train")
+    assert train28.images.shape == (40, 1, 28, 28) and train32.images.shape == (40, 1, 32, 32)
+    assert torch.equal(train28.images, train32.images[:, :, 2:-2, 2:-2])
+    assert int(train28.images[3].min()) == 15  # image k is filled with 5k: content to the edge
+    img, _ = train28[3]
+    expected = (15 / 255 - fm.NATIVE_MEAN) / fm.NATIVE_STD
+    assert img.shape == (3, 28, 28) and torch.allclose(img, torch.full_like(img, expected))
+    assert dataset_stats(native) == ((fm.NATIVE_MEAN,) * 3, (fm.NATIVE_STD,) * 3)
+    assert dataset_stats(DataConfig(root=str(fake_root), img_size=24)) == dataset_stats(padded)
 
 
 def test_fake_root_missing_file(fake_root: Path) -> None:

@@ -69,11 +69,11 @@ class Budget:
     map_points: int = 2000  # test images in the report's t-SNE map of each backbone
 
 
-def _vit(depth: int, dim: int, heads: int, img_size: int = 28) -> BackboneConfig:
-    # 28 px: Fashion-MNIST's own size, unpadded, a 7x7 grid of patch-4 tokens (at 32 px the
-    # images are zero-padded and 28 of the 64 patches are half padding).
+def _vit(depth: int, dim: int, heads: int) -> BackboneConfig:
+    # 32 px: Fashion-MNIST zero-padded, 8x8 patch-4 tokens. Its own 28 px (7x7 tokens) costs
+    # less per step but learned less in the same steps (RESULTS.md, "Native 28 px").
     return BackboneConfig(
-        arch="vit_tiny_patch16_224", img_size=img_size, patch_size=4, depth=depth,
+        arch="vit_tiny_patch16_224", img_size=32, patch_size=4, depth=depth,
         embed_dim=dim, num_heads=heads,
     )  # fmt: skip
 
@@ -86,13 +86,10 @@ BUDGETS: dict[str, Budget] = {
         eval_subset=4096, teacher=_vit(2, 64, 2), student_small=_vit(2, 48, 2),
         linear_epochs=5, knn_k=[20, 200], ckpt_every_n_steps=10, map_points=500,
     ),
-    # Sized for the slower of the 2-core machine kinds met (Zen 4, whose steps take 2.1x a
-    # Zen 5's): 6x192 teachers, a 4x192 compact student, all at Fashion-MNIST's own 28 px
-    # (49 tokens, not 64: every full forward ~0.7x the cost), 10 distillation epochs over 1
-    # cached view (views 1 and 2 tie, RESULTS.md). The 32 px plan with 2 views took 39m34s
-    # on Zen 4 and 22m04s on Zen 5; this one's times and accuracies: RESULTS.md.
+    # 22m04s on 2 idle Zen 5 cores, 39m34s on Zen 4 (RESULTS.md); 6x192 teachers, a
+    # 4x192 compact student; 10 epochs was the most distillation that fit in 30 minutes on Zen 5.
     "default": Budget(
-        mae_steps=600, mocov3_steps=110, distill_epochs=10, cache_views=1, batch_size=256,
+        mae_steps=600, mocov3_steps=110, distill_epochs=10, cache_views=2, batch_size=256,
         train_subset=None,
         eval_subset=20000, teacher=_vit(6, 192, 3), student_small=_vit(4, 192, 3),
         linear_epochs=30, knn_k=[20, 200],
@@ -100,12 +97,11 @@ BUDGETS: dict[str, Budget] = {
     # Real results within 2 hours on the slower of the 2-core machine kinds we have met
     # (measured 1h36m52s on a Zen 4, whose steps take 2.1x those of a Zen 5; RESULTS.md): the
     # default's models with 3.3x the MAE and 2.7x the MoCo v3 steps, twice the distillation
-    # epochs over 4 cached views, the full 60k kNN bank. Minutes on a GPU. Still at 32 px
-    # (padded), the size its recorded run used.
+    # epochs over twice the cached views, the full 60k kNN bank. Minutes on a GPU.
     "long": Budget(
         mae_steps=2000, mocov3_steps=300, distill_epochs=20, cache_views=4, batch_size=256,
-        train_subset=None, eval_subset=None, teacher=_vit(6, 192, 3, img_size=32),
-        student_small=_vit(4, 192, 3, img_size=32), linear_epochs=60, knn_k=[20, 200],
+        train_subset=None, eval_subset=None, teacher=_vit(6, 192, 3),
+        student_small=_vit(4, 192, 3), linear_epochs=60, knn_k=[20, 200],
         ckpt_every_n_steps=200,
     ),
 }  # fmt: skip

@@ -150,7 +150,7 @@ def load(root: Path, split: str, pad: bool = True) -> tuple[Tensor, Tensor]:
     log.debug("read %d Fashion-MNIST %s images from %s", len(images), split, root)
     labels_t = torch.from_numpy(labels.astype(np.int64))
     if not pad:
-        return torch.from_numpy(np.ascontiguousarray(images[:, None])), labels_t
+        return torch.from_numpy(images[:, None].copy()), labels_t  # own, writable memory
     padded = np.zeros((len(images), 1, 28 + 2 * PAD, 28 + 2 * PAD), dtype=np.uint8)
     padded[:, 0, PAD:-PAD, PAD:-PAD] = images
     return torch.from_numpy(padded), labels_t
