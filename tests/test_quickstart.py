@@ -51,6 +51,8 @@ def test_quickstart_smoke_runs_every_stage_and_resumes(tmp_path):
     # the t-SNE map of every model sits next to the table, from the evaluation's cache
     assert report.index("feature_maps.png") < report.index("## Figures")
     assert "500 test images" in report and "from the evaluation's feature cache;" in report
+    # a whole-run estimate before the first stage, refined after each stage
+    assert "[eta] these stages took" in r.stderr and "so far, about" in r.stderr
     table = r.stdout
     assert "| baseline | raw-pixels |" in table
     # the printed table holds real accuracies (raw pixels on Fashion-MNIST: ~80%)
@@ -61,3 +63,4 @@ def test_quickstart_smoke_runs_every_stage_and_resumes(tmp_path):
     r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert r2.stderr.count("done earlier, skipped") == 7  # 2 teachers, targets, 3 students, eval
+    assert "[eta] these stages took" in r2.stderr and "so far" not in r2.stderr  # report only

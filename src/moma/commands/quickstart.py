@@ -29,6 +29,7 @@ from moma.commands.distill import (
     run_moma,
 )
 from moma.commands.pretrain import MAERunConfig, MoCoV3RunConfig, run_mae, run_mocov3
+from moma.commands.quickstart_eta import Reference, RunEta, fmt_duration
 from moma.commands.record import config_to_dict
 from moma.data import DataConfig
 from moma.errors import ConfigError
@@ -106,6 +107,28 @@ BUDGETS: dict[str, Budget] = {
     ),
 }  # fmt: skip
 
+# Stage times measured end to end, for the run-time estimate (`quickstart_eta`): the slower
+# machine kind we have met, so that the first estimate errs long.
+REFERENCES: dict[str, Reference] = {
+    "smoke": Reference(
+        "an idle 2-core AMD EPYC Zen 4",
+        {"mae": 3.7, "mocov3": 1.9, "targets": 1.5, "moma_mocov3_to_mae": 0.6,
+         "moma_mae_to_mocov3": 0.8, "moma_both_to_random": 0.6, "eval": 21.9, "report": 6.8},
+    ),
+    "default": Reference(
+        "an idle 2-core AMD EPYC Zen 4 (RESULTS.md; 22m04s in all on a Zen 5)",
+        {"mae": 323.4, "mocov3": 362.0, "targets": 350.3, "moma_mocov3_to_mae": 356.3,
+         "moma_mae_to_mocov3": 354.1, "moma_both_to_random": 293.6, "eval": 306.1,
+         "report": 20.5},
+    ),  # docs/results/default-zen4/stages.json
+    "long": Reference(
+        "an idle 2-core AMD EPYC Zen 4 (RESULTS.md)",
+        {"mae": 1142.5, "mocov3": 984.7, "targets": 743.5, "moma_mocov3_to_mae": 753.8,
+         "moma_mae_to_mocov3": 751.6, "moma_both_to_random": 575.9, "eval": 830.7,
+         "report": 22.1},
+    ),  # docs/results/long/stages.json
+}  # fmt: skip
+
 
 @dataclass
 class QuickstartConfig:
@@ -143,11 +166,6 @@ class StageLog:
         rec["wall_time_s"] = round(rec["wall_time_s"] + wall, 2)
         rec.update(info, done=done)
         atomic_write_text(self.path, json.dumps(self.data, indent=2))
-
-
-def _fmt(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m}m{s:02d}s"
 
 
 def _trainer(cfg: QuickstartConfig, b: Budget, out: Path, steps: int, epochs: int = 1):
@@ -243,12 +261,16 @@ def run_quickstart(cfg: QuickstartConfig) -> Path | RunResult:
     unknown = sorted(set(wanted) - set(names))
     if unknown:
         raise ConfigError(f"--stages: unknown stage(s) {unknown}; known: {names}")
+    todo = [n for n in names if n in wanted and not (stages.done(n) and n != "report")]
+    eta = RunEta(REFERENCES[cfg.budget], todo) if cfg.budget in REFERENCES else None
+    if eta is not None:
+        log.info("[eta] %s", eta.before())
     t_all = time.perf_counter()
     for i, name in enumerate(names, 1):
         if name not in wanted:
             continue
         tag = f"[{i}/{len(names)}] {name}"
-        if stages.done(name) and name != "report":
+        if name not in todo:
             log.info("%s: done earlier, skipped", tag)
             continue
         t0 = time.perf_counter()
@@ -263,7 +285,7 @@ def run_quickstart(cfg: QuickstartConfig) -> Path | RunResult:
                 teachers=[r["teacher"] for r in records], views=b.cache_views,
                 config=config_to_dict(run_cfg),
             )  # fmt: skip
-            log.info("%s: finished in %s (%d teacher forwards)", tag, _fmt(wall), images)
+            log.info("%s: finished in %s (%d teacher forwards)", tag, fmt_duration(wall), images)
         elif name in train:
             role, make, run = train[name]
             run_cfg = make()
@@ -278,20 +300,32 @@ def run_quickstart(cfg: QuickstartConfig) -> Path | RunResult:
                 log.warning("%s interrupted; re-run the same command to resume", tag)
                 return res  # the CLI reports the signal and exits 128 + signal
             log.info(
-                "%s: finished in %s (%d steps, %d images)", tag, _fmt(wall), res.global_step, images
+                "%s: finished in %s (%d steps, %d images)",
+                tag,
+                fmt_duration(wall),
+                res.global_step,
+                images,
             )
         elif name == "eval":
             n = run_evals(cfg, b, out, data, train)
             stages.add(name, time.perf_counter() - t0, done=True, evaluations=n)
-            log.info("%s: finished in %s (%d evaluations)", tag, _fmt(time.perf_counter() - t0), n)
+            log.info(
+                "%s: finished in %s (%d evaluations)",
+                tag,
+                fmt_duration(time.perf_counter() - t0),
+                n,
+            )
         else:
             report = write_report(cfg, b, out, stages)
             stages.add(name, time.perf_counter() - t0, done=True)
             log.info("%s: %s written", tag, report)
+        line = eta.after(name, time.perf_counter() - t0) if eta is not None else None
+        if line:
+            log.info("[eta] %s", line)
     log.info(
         "quickstart (%s) finished in %s; report: %s",
         cfg.budget,
-        _fmt(time.perf_counter() - t_all),
+        fmt_duration(time.perf_counter() - t_all),
         out / "report.md",
     )
     return out / "report.md"
@@ -370,7 +404,7 @@ def write_report(cfg: QuickstartConfig, b: Budget, out: Path, stages: StageLog) 
     for name, rec in stages.data.items():
         lines.append(
             f"| {name} | {rec.get('steps', '')} | {rec.get('images_processed', '')} | "
-            f"{_fmt(rec.get('wall_time_s', 0.0))} |"
+            f"{fmt_duration(rec.get('wall_time_s', 0.0))} |"
         )
     settings = dataclasses.asdict(b)
     lines += ["", "## Settings", "", f"budget `{cfg.budget}`, precision `{cfg.precision}`, seed {cfg.seed}",
