@@ -72,7 +72,7 @@ class Budget:
 
 def _vit(depth: int, dim: int, heads: int) -> BackboneConfig:
     # 32 px: Fashion-MNIST zero-padded, 8x8 patch-4 tokens. Its own 28 px (7x7 tokens) costs
-    # less per step but learned less in the same steps (RESULTS.md, "Native 28 px").
+    # less per step but learned less in the same steps (RESULTS.md, "Fitting 30 minutes...").
     return BackboneConfig(
         arch="vit_tiny_patch16_224", img_size=32, patch_size=4, depth=depth,
         embed_dim=dim, num_heads=heads,
